@@ -1,0 +1,64 @@
+"""Self-describing checkpoints: plain types and tensors only, written atomically.
+
+A checkpoint holds everything needed to caption (model config, vocabulary, weights) and,
+optionally, everything needed to resume training exactly (optimizer, scheduler, RNG states,
+step, epoch, best score). It loads with `torch.load(weights_only=True)`: no pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "captioner-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or not one of ours; the message names the file."""
+
+
+def save_checkpoint(payload: dict, path: str | Path) -> Path:
+    """Write `payload` to `path` atomically: a crash mid-write leaves any old file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint`, with a clear error for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: the file is corrupt, truncated or not a "
+            f"captioner checkpoint ({first_line})"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a PyTorch file but not a captioner checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise CheckpointError(
+            f"{path} was written by a newer captioner (format version {payload['version']}); "
+            "upgrade captioner to read it"
+        )
+    return payload

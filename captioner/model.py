@@ -1,0 +1,231 @@
+"""Show, Attend and Tell (Xu et al., 2015): CNN encoder, soft attention, LSTM decoder.
+
+Letters in shapes: B batch, P grid cells (h·w), D feature dim, E embedding dim, H decoder dim,
+A attention dim, T caption length (with <start> and <end>), V vocabulary size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioner.backbones import build_backbone
+from captioner.config import EncoderConfig, ModelConfig
+from captioner.images import Preprocess
+
+
+class Encoder(nn.Module):
+    """Pretrained CNN trunk → adaptive pool → grid of feature vectors.
+
+    images (B, 3, S, S) → features (B, P, D) with P = grid².
+    Frozen (weights and batch-norm statistics) unless `fine_tune` > 0 last stages are trained.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.backbone = build_backbone(config.backbone, config.weights, config.layer)
+        self.pool = nn.AdaptiveAvgPool2d(config.grid)
+        self.grid = config.grid
+        self.feature_dim = self.backbone.feature_dim
+        self.fine_tune = config.fine_tune
+        self.preprocess = Preprocess(config.image_size, self.backbone.mean, self.backbone.std)
+        trainable = list(self.backbone.stages)[-config.fine_tune:] if config.fine_tune else []
+        self.backbone.requires_grad_(False)
+        for stage in trainable:
+            stage.requires_grad_(True)
+        self._trainable_stages = trainable
+
+    @property
+    def frozen(self) -> bool:
+        return self.fine_tune == 0
+
+    def train(self, mode: bool = True) -> "Encoder":
+        # Frozen stages keep their ImageNet batch-norm statistics even while the decoder trains.
+        super().train(mode)
+        self.backbone.eval()
+        for stage in self._trainable_stages:
+            stage.train(mode)
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = self.pool(self.backbone(images))  # (B, D, grid, grid)
+        return grid.flatten(2).transpose(1, 2)  # (B, P, D)
+
+
+class SoftAttention(nn.Module):
+    """Deterministic soft attention: α = softmax_P(score(a_i, h)), z = Σ_i α_i a_i.
+
+    Scores: `additive` wᵀtanh(W_a a_i + W_h h) (the paper's MLP), `bilinear` a_iᵀ W h
+    ("general"), `dot` (W_a a_i)·(W_h h)/√A. `keys()` projects the features once per image;
+    `forward()` is then cheap enough to run at every decoding step.
+    """
+
+    SCORES = ("additive", "bilinear", "dot")
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int, score: str = "additive"):
+        super().__init__()
+        if score not in self.SCORES:
+            raise ValueError(f"model.attention must be one of {self.SCORES}, got {score!r}")
+        self.score = score
+        if score == "bilinear":
+            self.key = nn.Linear(feature_dim, hidden_dim, bias=False)
+            self.query = nn.Identity()
+        else:
+            self.key = nn.Linear(feature_dim, attention_dim)
+            self.query = nn.Linear(hidden_dim, attention_dim)
+        self.energy = nn.Linear(attention_dim, 1) if score == "additive" else None
+        self.scale = 1.0 / math.sqrt(attention_dim) if score == "dot" else 1.0
+
+    def keys(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, P, D) → keys (B, P, A) (H for bilinear)."""
+        return self.key(features)
+
+    def forward(
+        self, keys: torch.Tensor, features: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """keys (B, P, A), features (B, P, D), hidden (B, H) → context (B, D), alpha (B, P)."""
+        query = self.query(hidden)
+        if self.energy is not None:
+            scores = self.energy(torch.tanh(keys + query.unsqueeze(1))).squeeze(-1)
+        else:
+            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * self.scale
+        alpha = scores.softmax(dim=-1)
+        context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)
+        return context, alpha
+
+
+class Decoder(nn.Module):
+    """LSTM decoder with soft attention, gating β and the paper's deep output layer.
+
+    One step: z = β ⊙ attend(a, h_{t-1});  h_t = LSTM([E y_{t-1}; z], h_{t-1});
+    p(y_t) ∝ exp(L_o(E y_{t-1} + L_h h_t + L_z z))  (or L_o h_t without `deep_output`).
+    """
+
+    GATES = ("scalar", "vector", "none")
+
+    def __init__(self, vocab_size: int, feature_dim: int, config: ModelConfig):
+        super().__init__()
+        if config.gate not in self.GATES:
+            raise ValueError(f"model.gate must be one of {self.GATES}, got {config.gate!r}")
+        E, H, D = config.embed_dim, config.decoder_dim, feature_dim
+        self.embedding = nn.Embedding(vocab_size, E)
+        self.attention = SoftAttention(D, H, config.attention_dim, config.attention)
+        self.init_h = nn.Linear(D, H)
+        self.init_c = nn.Linear(D, H)
+        self.gate = {"scalar": nn.Linear(H, 1), "vector": nn.Linear(H, D), "none": None}[config.gate]
+        self.lstm = nn.LSTMCell(E + D, H)
+        self.dropout = nn.Dropout(config.dropout)
+        self.deep_output = config.deep_output
+        if self.deep_output:
+            self.out_hidden = nn.Linear(H, E)
+            self.out_context = nn.Linear(D, E)
+            self.out = nn.Linear(E, vocab_size)
+        else:
+            self.out = nn.Linear(H, vocab_size)
+
+    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, P, D) → (h, c), each (B, H), from the mean feature vector."""
+        mean = features.mean(dim=1)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+
+    def step(
+        self,
+        tokens: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        keys: torch.Tensor,
+        features: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """tokens (B,) = y_{t-1}, state (h, c) each (B, H), keys (B, P, A), features (B, P, D)
+        → logits (B, V), new state, alpha (B, P)."""
+        embedded = self.embedding(tokens)
+        h, c = state
+        context, alpha = self.attention(keys, features, h)
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(h)) * context
+        h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))
+        if self.deep_output:
+            logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
+        else:
+            logits = self.out(self.dropout(h))
+        return logits, (h, c), alpha
+
+    def forward(
+        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing. features (B, P, D), captions (B, T) with <start>…<end> and padding,
+        lengths (B,) counting <start> and <end> → logits (B, T-1, V), alphas (B, T-1, P).
+
+        Captions are processed longest first and each step only advances those still running,
+        so no compute is spent on padding; padded positions of the outputs are zero.
+        """
+        steps = lengths - 1
+        order = steps.argsort(descending=True)
+        features, captions, steps = features[order], captions[order], steps[order]
+        keys = self.attention.keys(features)
+        h, c = self.init_state(features)
+        B, T = captions.shape
+        logits = features.new_zeros(B, T - 1, self.out.out_features)
+        alphas = features.new_zeros(B, T - 1, features.shape[1])
+        running_per_step = (steps.unsqueeze(0) > torch.arange(T - 1, device=steps.device).unsqueeze(1)).sum(1)
+        for t, n in enumerate(running_per_step.tolist()):
+            if n == 0:
+                break
+            step_logits, (h, c), alpha = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
+            logits[:n, t] = step_logits.to(logits.dtype)
+            alphas[:n, t] = alpha.to(alphas.dtype)
+        inverse = order.argsort()
+        return logits[inverse], alphas[inverse]
+
+
+class CaptionModel(nn.Module):
+    """Encoder + Decoder. images (B, 3, S, S), captions (B, T), lengths (B,) → logits, alphas."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder)
+        self.decoder = Decoder(vocab_size, self.encoder.feature_dim, config)
+
+    def forward(
+        self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.decoder(self.encoder(images), captions, lengths)
+
+    def portable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights a checkpoint must carry: a frozen pretrained encoder is rebuilt from its
+        weights source at load time, so its tensors are left out to keep checkpoints small."""
+        state = self.state_dict()
+        encoder = self.config.encoder
+        if encoder.fine_tune == 0 and encoder.weights != "none":
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        return state
+
+    def load_portable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not (k.startswith("encoder.") and self.encoder.frozen)]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint weights do not fit the model: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+
+
+def caption_loss(
+    logits: torch.Tensor,
+    captions: torch.Tensor,
+    lengths: torch.Tensor,
+    alphas: torch.Tensor,
+    attention_penalty: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked cross-entropy over real tokens + λ·mean_i (1 − Σ_t α_ti)².
+
+    logits (B, T-1, V), captions (B, T), lengths (B,), alphas (B, T-1, P) → (loss, cross-entropy).
+    The paper sums the attention penalty over the P cells; averaging instead keeps λ independent
+    of the grid size. Padded steps have α = 0, so they do not count in Σ_t.
+    """
+    targets = captions[:, 1:]
+    real = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0) < (lengths - 1).unsqueeze(1)
+    cross_entropy = F.cross_entropy(logits[real].float(), targets[real])
+    penalty = ((1.0 - alphas.float().sum(dim=1)) ** 2).mean()
+    return cross_entropy + attention_penalty * penalty, cross_entropy

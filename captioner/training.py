@@ -1,0 +1,360 @@
+"""Training with teacher forcing, validation on decoded captions, checkpoints and exact resume.
+
+`fit(config)` reads top to bottom: data → model → optimizer → (resume) → epochs → save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.config import Config, from_dict, save_config
+from captioner.data.coco import (
+    CaptionDataset,
+    EpochBatchSampler,
+    ImageDataset,
+    ImageRecord,
+    collate_captions,
+    load_split,
+)
+from captioner.decoding import greedy_decode
+from captioner.metrics import caption_scores
+from captioner.model import CaptionModel, caption_loss
+from captioner.vocab import Vocabulary
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` → CUDA when present, else CPU; anything else as torch understands it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but CUDA is not available; use auto or cpu")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; CPU runs in fp32, where bf16 is slower, not faster."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def encode_images(
+    model: CaptionModel,
+    records: Sequence[ImageRecord],
+    device: torch.device,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    amp: bool = True,
+    desc: str = "encoding",
+) -> torch.Tensor:
+    """Encoder features of every record, (N, P, D) float16 on the CPU (the feature cache)."""
+    loader = DataLoader(
+        ImageDataset(records, model.encoder.preprocess), batch_size=batch_size, num_workers=num_workers
+    )
+    model.encoder.eval()
+    chunks = []
+    for _, pixels in tqdm(loader, desc=desc, unit="batch", leave=False):
+        with autocast(device, amp):
+            chunks.append(model.encoder(pixels.to(device)).to("cpu", torch.float16))
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
+def decode_records(
+    model: CaptionModel,
+    vocab: Vocabulary,
+    records: Sequence[ImageRecord],
+    device: torch.device,
+    max_len: int,
+    features: torch.Tensor | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> dict[int, str]:
+    """Greedy captions {image_id: text} for records, from cached features or from the images."""
+    model.eval()
+    captions = {}
+    if features is not None:
+        batches = ((range(i, min(i + batch_size, len(records))), features[i : i + batch_size])
+                   for i in range(0, len(records), batch_size))
+    else:
+        loader = DataLoader(
+            ImageDataset(records, model.encoder.preprocess), batch_size=batch_size, num_workers=num_workers
+        )
+        batches = ((indices.tolist(), pixels) for indices, pixels in loader)
+    for indices, inputs in batches:
+        inputs = inputs.to(device)
+        grid = inputs.float() if features is not None else model.encoder(inputs)
+        for index, decoded in zip(indices, greedy_decode(model.decoder, grid, vocab.start_id, vocab.end_id, max_len)):
+            captions[records[index].image_id] = vocab.decode_text(decoded.tokens)
+    return captions
+
+
+def validate(model, vocab, records, device, config: Config, features=None) -> dict[str, float]:
+    """COCO metrics of greedily decoded captions against all references of each image."""
+    candidates = decode_records(
+        model, vocab, records, device, config.train.max_decode_len, features,
+        num_workers=config.data.num_workers,
+    )
+    references = {r.image_id: list(r.captions) for r in records}
+    return caption_scores(references, candidates)
+
+
+@dataclass
+class TrainState:
+    """Progress that a resumed run must continue from exactly."""
+
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    step: int = 0
+    best_score: float = float("-inf")
+    epochs_without_improvement: int = 0
+
+
+def _checkpoint_payload(config, vocab, model, optimizer, scheduler, state: TrainState, scores=None) -> dict:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "config": config.to_dict(),
+        "vocab": vocab.to_dict(),
+        "model": model.portable_state_dict(),
+        "scores": scores or {},
+        "training": {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else {},
+            "epoch": state.epoch,
+            "batch_in_epoch": state.batch_in_epoch,
+            "step": state.step,
+            "best_score": state.best_score,
+            "epochs_without_improvement": state.epochs_without_improvement,
+            "rng": rng,
+        },
+    }
+
+
+def build_optimizer(model: CaptionModel, config: Config) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.decoder.parameters()), "lr": config.train.lr}]
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": config.train.encoder_lr})
+    return torch.optim.Adam(groups, weight_decay=config.train.weight_decay)
+
+
+def build_scheduler(optimizer, config: Config):
+    schedule = config.train.lr_schedule
+    if schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=config.train.lr_decay, patience=config.train.lr_patience
+        )
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.train.epochs))
+    if schedule == "none":
+        return None
+    raise ValueError(f"train.lr_schedule must be plateau, cosine or none, got {schedule!r}")
+
+
+def clip_gradients(parameters, config: Config) -> None:
+    if config.train.grad_clip <= 0:
+        return
+    if config.train.clip_mode == "norm":
+        torch.nn.utils.clip_grad_norm_(parameters, config.train.grad_clip)
+    elif config.train.clip_mode == "value":
+        torch.nn.utils.clip_grad_value_(parameters, config.train.grad_clip)
+    else:
+        raise ValueError(f"train.clip_mode must be norm or value, got {config.train.clip_mode!r}")
+
+
+class StopRequest:
+    """Turns Ctrl-C into a request honoured between steps, so the checkpoint is consistent."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):  # signal handlers only exist in the main thread
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("stopping after this step (Ctrl-C again to abort without saving)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def train_one_epoch(model, loader, optimizer, config: Config, device, state: TrainState, save_last, stop: StopRequest):
+    """One pass of teacher forcing over `loader`; returns mean loss figures of the epoch."""
+    model.train()
+    total_loss = total_ce = 0.0
+    batches = captions_seen = 0
+    started = time.perf_counter()
+    progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.train.epochs}", unit="batch",
+                    initial=state.batch_in_epoch, total=state.batch_in_epoch + len(loader), leave=False)
+    for batch in progress:
+        inputs = batch["inputs"].to(device, non_blocking=True)
+        captions = batch["captions"].to(device, non_blocking=True)
+        lengths = batch["lengths"].to(device)
+        with autocast(device, config.train.amp):
+            grid = inputs.float() if config.data.cache_features else model.encoder(inputs)
+            grid = grid[batch["image_index"].to(device)]  # one image's features serve each of its captions
+            logits, alphas = model.decoder(grid, captions, lengths)
+        loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients([p for p in model.parameters() if p.requires_grad], config)
+        optimizer.step()
+        state.step += 1
+        state.batch_in_epoch += 1
+        batches += 1
+        captions_seen += len(captions)
+        total_loss += loss.item()
+        total_ce += cross_entropy.item()
+        elapsed = time.perf_counter() - started
+        progress.set_postfix(loss=f"{loss.item():.3f}", captions_per_s=f"{captions_seen / elapsed:.0f}")
+        if config.train.checkpoint_every and state.step % config.train.checkpoint_every == 0:
+            save_last()
+        if stop.requested:
+            break
+    return {
+        "train_loss": total_loss / max(batches, 1),
+        "train_cross_entropy": total_ce / max(batches, 1),
+        "captions_per_s": captions_seen / max(time.perf_counter() - started, 1e-9),
+    }
+
+
+def fit(config: Config, resume: str | Path | None = None) -> Path:
+    """Train a captioner as configured; returns the run folder holding the checkpoints."""
+    device = resolve_device(config.train.device)
+    torch.manual_seed(config.train.seed)
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    checkpoint = load_checkpoint(resume) if resume else None
+
+    # data
+    train_records = load_split(config.data, config.data.train_split)
+    val_records = load_split(config.data, config.data.val_split)[: config.data.val_max_images]
+    if checkpoint is not None:
+        vocab = Vocabulary.from_dict(checkpoint["vocab"])
+    else:
+        vocab = Vocabulary.build((c for r in train_records for c in r.captions), config.data.min_word_count)
+
+    # model
+    model = CaptionModel(config.model, len(vocab)).to(device)
+    if config.data.cache_features and not model.encoder.frozen:
+        raise ValueError("data.cache_features needs a frozen encoder (model.encoder.fine_tune=0)")
+    train_features = val_features = None
+    if config.data.cache_features:
+        train_features = encode_images(model, train_records, device, num_workers=config.data.num_workers,
+                                       amp=config.train.amp, desc="encoding train images")
+        val_features = encode_images(model, val_records, device, num_workers=config.data.num_workers,
+                                     amp=config.train.amp, desc="encoding val images")
+    dataset = CaptionDataset(
+        train_records, vocab,
+        preprocess=None if config.data.cache_features else model.encoder.preprocess,
+        features=train_features, captions_per_image=config.data.captions_per_image,
+        max_words=config.data.max_caption_words, seed=config.train.seed,
+    )
+    sampler = EpochBatchSampler(len(dataset), config.train.batch_size, config.train.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_captions,
+                        num_workers=0 if config.data.cache_features else config.data.num_workers,
+                        pin_memory=device.type == "cuda",
+                        # its own generator keeps worker seeding off the global RNG that dropout uses,
+                        # so a run resumed mid-epoch draws the same dropout masks
+                        generator=torch.Generator().manual_seed(config.train.seed))
+
+    # optimizer
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    state = TrainState()
+    if checkpoint is not None:
+        state = _restore(checkpoint, model, optimizer, scheduler)
+
+    def save_last(scores=None):
+        payload = _checkpoint_payload(config, vocab, model, optimizer, scheduler, state, scores)
+        save_checkpoint(payload, run_dir / "checkpoint_last.pt")
+        return payload
+
+    # epochs
+    with StopRequest() as stop:
+        while state.epoch < config.train.epochs and not stop.requested:
+            dataset.set_epoch(state.epoch)
+            sampler.set_epoch(state.epoch, state.batch_in_epoch)
+            figures = train_one_epoch(model, loader, optimizer, config, device, state, save_last, stop)
+            if stop.requested:
+                save_last()
+                break
+            scores = validate(model, vocab, val_records, device, config, val_features)
+            score = scores[config.train.val_metric]
+            improved = score > state.best_score
+            state.best_score = max(state.best_score, score)
+            state.epochs_without_improvement = 0 if improved else state.epochs_without_improvement + 1
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(score)
+            elif scheduler is not None:
+                scheduler.step()
+            line = {"epoch": state.epoch + 1, "step": state.step, **figures, **{f"val_{k}": v for k, v in scores.items()},
+                    "lr": optimizer.param_groups[0]["lr"]}
+            with open(run_dir / "metrics.jsonl", "a") as log:
+                log.write(json.dumps(line) + "\n")
+            tqdm.write(f"epoch {state.epoch + 1}: loss {figures['train_loss']:.3f} "
+                       f"val {config.train.val_metric} {score:.3f} (best {state.best_score:.3f})")
+            state.epoch += 1
+            state.batch_in_epoch = 0
+
+            # save
+            payload = save_last(scores)
+            if improved:
+                save_checkpoint(payload, run_dir / "checkpoint_best.pt")
+            if config.train.early_stopping and state.epochs_without_improvement >= config.train.early_stopping:
+                tqdm.write(f"early stopping: no {config.train.val_metric} gain in "
+                           f"{state.epochs_without_improvement} epochs")
+                break
+    return run_dir
+
+
+def _restore(checkpoint: dict, model, optimizer, scheduler) -> TrainState:
+    """Load weights and training progress so that the run continues as if never stopped."""
+    model.load_portable_state_dict(checkpoint["model"])
+    training = checkpoint["training"]
+    optimizer.load_state_dict(training["optimizer"])
+    if scheduler is not None and training["scheduler"]:
+        scheduler.load_state_dict(training["scheduler"])
+    torch.set_rng_state(training["rng"]["torch"])
+    if "cuda" in training["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(training["rng"]["cuda"])
+    return TrainState(
+        epoch=training["epoch"],
+        batch_in_epoch=training["batch_in_epoch"],
+        step=training["step"],
+        best_score=training["best_score"],
+        epochs_without_improvement=training["epochs_without_improvement"],
+    )
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[CaptionModel, Vocabulary, Config]:
+    """A captioning-ready model (eval mode) from a checkpoint file."""
+    checkpoint = load_checkpoint(path)
+    config = from_dict(Config, checkpoint["config"])
+    vocab = Vocabulary.from_dict(checkpoint["vocab"])
+    model = CaptionModel(config.model, len(vocab))
+    model.load_portable_state_dict(checkpoint["model"])
+    return model.to(device).eval(), vocab, config
