@@ -1,0 +1,206 @@
+"""Caption metrics: COCO's corpus scores, and the shapes world's correctness and grounding scores.
+
+COCO scores use pycocoevalcap's pure-Python BLEU, ROUGE-L and CIDEr(-D) scorers on captions
+tokenized by `captioner.vocab.tokenize`. CIDEr weights n-grams by their rarity across the
+scored images, so it is only meaningful for a corpus of several images.
+
+The shapes metrics compare what a caption names with the objects really in the image, and
+measure how much of a word's attention falls on the object the word names.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+
+from captioner.data.shapes import ShapeObject, ShapesImage, find_mentions, parse_caption
+from captioner.vocab import tokenize
+
+CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
+
+
+def caption_scores(
+    references: Mapping[int, Sequence[str]], candidates: Mapping[int, str]
+) -> dict[str, float]:
+    """Corpus BLEU-1..4, ROUGE-L and CIDEr of `candidates` (image id → caption).
+
+    Only images in `candidates` are scored; each needs at least one reference. An empty
+    candidate scores zero rather than failing.
+    """
+    if not candidates:
+        raise ValueError("no candidate captions to score")
+    missing = [image_id for image_id in candidates if not references.get(image_id)]
+    if missing:
+        raise ValueError(f"no reference captions for image ids {sorted(missing)[:10]}")
+    gts = {i: [_normalise(r) for r in references[i]] for i in candidates}
+    res = {i: [_normalise(c)] for i, c in candidates.items()}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    return dict(zip(CAPTION_METRICS, [float(b) for b in bleu] + [float(rouge), float(cider)]))
+
+
+def _normalise(caption: str) -> str:
+    """The space-joined tokens pycocoevalcap's scorers expect."""
+    return " ".join(tokenize(caption))
+
+
+def object_recall(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> float:
+    """Share of all objects, over the captioned images, whose colour+shape the caption names.
+
+    Counts multiplicity: two red circles need "two red circles" (or two mentions). 1.0 when
+    the images hold no objects.
+    """
+    found = total = 0
+    for image_id, caption in captions.items():
+        named, present = Counter(parse_caption(caption)), _kinds(_image(images, image_id).objects)
+        found += sum((named & present).values())
+        total += sum(present.values())
+    return found / total if total else 1.0
+
+
+def hallucination_rate(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> float:
+    """Share of colour+shape mentions that match no object of the image (with multiplicity).
+
+    0.0 when the captions mention nothing.
+    """
+    wrong = total = 0
+    for image_id, caption in captions.items():
+        named, present = Counter(parse_caption(caption)), _kinds(_image(images, image_id).objects)
+        wrong += sum((named - present).values())
+        total += sum(named.values())
+    return wrong / total if total else 0.0
+
+
+def _kinds(objects: Sequence[ShapeObject]) -> Counter:
+    return Counter((o.colour, o.shape) for o in objects)
+
+
+def _image(images: Mapping[int, ShapesImage], image_id: int) -> ShapesImage:
+    try:
+        return images[image_id]
+    except KeyError:
+        raise KeyError(f"image id {image_id} has a caption but no object annotations") from None
+
+
+def attention_grounding(
+    words: Sequence[str], attention: np.ndarray | torch.Tensor, image: ShapesImage
+) -> list[dict]:
+    """One record per generated shape word that names an object in `image`.
+
+    `attention[t]` (T, h, w) is the map used to generate `words[t]`; steps after the last word
+    (such as the one producing <end>) are ignored. The named object is the one matching the
+    mention's colour+shape (shape only when no colour precedes it); among several matches, the
+    one whose box holds the most attention. Each record holds the word position and text, the
+    object's box, the attention mass inside the box, whether the argmax cell's centre lies in
+    the box, and the uniform-attention baseline (box area / image area).
+    """
+    maps = _as_numpy(attention)
+    if maps.ndim != 3 or maps.shape[0] < len(words):
+        raise ValueError(f"attention must be (T, h, w) with T >= {len(words)} words, got {maps.shape}")
+    records = []
+    for mention in find_mentions(words):
+        matches = [
+            o for o in image.objects
+            if o.shape == mention.shape and mention.colour in (None, o.colour)
+        ]
+        if not matches:
+            continue
+        grid = maps[mention.index]
+        masses = [box_mass(grid, o.bbox, image.width, image.height) for o in matches]
+        best = int(np.argmax(masses))
+        box = matches[best].bbox
+        records.append({
+            "t": mention.index,
+            "word": words[mention.index],
+            "bbox": list(box),
+            "mass": masses[best],
+            "pointing": pointing_hit(grid, box, image.width, image.height),
+            "baseline": box[2] * box[3] / (image.width * image.height),
+        })
+    return records
+
+
+def _as_numpy(attention: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(attention, torch.Tensor):
+        attention = attention.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(attention, dtype=np.float64)
+
+
+def box_mass(grid: np.ndarray, bbox: Sequence[float], width: int, height: int) -> float:
+    """Share of an (h, w) attention map's mass inside box (x, y, w, h) of a width×height image.
+
+    Grid cells tile the image evenly; a cell contributes its mass times the fraction of its
+    area the box covers, so the result is exact for boxes that cut through cells.
+    """
+    rows, cols = grid.shape
+    x, y, w, h = bbox
+    cover_x = _coverage(x, x + w, width, cols)
+    cover_y = _coverage(y, y + h, height, rows)
+    total = float(grid.sum())
+    return float(cover_y @ grid @ cover_x) / total if total > 0 else 0.0
+
+
+def _coverage(low: float, high: float, extent: int, cells: int) -> np.ndarray:
+    """Fraction of each of `cells` equal intervals tiling [0, extent] that [low, high] covers."""
+    edges = np.linspace(0.0, extent, cells + 1)
+    overlap = np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0.0, None)
+    return overlap / (extent / cells)
+
+
+def pointing_hit(grid: np.ndarray, bbox: Sequence[float], width: int, height: int) -> bool:
+    """Whether the centre of the map's highest cell lies inside box (x, y, w, h)."""
+    rows, cols = grid.shape
+    row, col = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    centre_x, centre_y = (col + 0.5) * width / cols, (row + 0.5) * height / rows
+    x, y, w, h = bbox
+    return bool(x <= centre_x <= x + w and y <= centre_y <= y + h)
+
+
+def summarize_grounding(records: Sequence[Mapping]) -> dict[str, float]:
+    """Means over grounding records: attention mass in box, pointing accuracy, uniform baseline.
+
+    `mass_over_baseline` is mean mass / mean baseline (1.0 means no better than uniform). All
+    values are 0.0 when there are no records; `count` says how many there were.
+    """
+    if not records:
+        return {"count": 0, "mass": 0.0, "pointing": 0.0, "baseline": 0.0, "mass_over_baseline": 0.0}
+    mass = float(np.mean([r["mass"] for r in records]))
+    baseline = float(np.mean([r["baseline"] for r in records]))
+    return {
+        "count": len(records),
+        "mass": mass,
+        "pointing": float(np.mean([r["pointing"] for r in records])),
+        "baseline": baseline,
+        "mass_over_baseline": mass / baseline,
+    }
+
+
+def shapes_report(
+    captions: Mapping[int, str],
+    attentions: Mapping[int, tuple[Sequence[str], np.ndarray | torch.Tensor]] | None,
+    images: Mapping[int, ShapesImage],
+) -> dict[str, float]:
+    """Object recall, hallucination rate and (when attentions are given) grounding summary.
+
+    `attentions` maps image id → (generated words, (T, h, w) attention maps); grounding keys
+    are prefixed "grounding_".
+    """
+    report = {
+        "object_recall": object_recall(captions, images),
+        "hallucination_rate": hallucination_rate(captions, images),
+    }
+    if attentions is not None:
+        records = [
+            record
+            for image_id, (words, maps) in attentions.items()
+            for record in attention_grounding(words, maps, _image(images, image_id))
+        ]
+        report |= {f"grounding_{key}": value for key, value in summarize_grounding(records).items()}
+    return report

@@ -1,0 +1,128 @@
+"""Caption and shapes metrics on hand-built cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from captioner.data.shapes import ShapeObject, ShapesImage
+from captioner.metrics import (
+    attention_grounding,
+    box_mass,
+    caption_scores,
+    hallucination_rate,
+    object_recall,
+    shapes_report,
+    summarize_grounding,
+)
+
+RED_CIRCLE = ShapeObject((0, 0, 64, 64), "circle", "red", "large")
+BLUE_STAR = ShapeObject((128, 160, 32, 32), "star", "blue", "small")
+OTHER_RED_CIRCLE = ShapeObject((160, 32, 32, 32), "circle", "red", "small")
+IMAGES = {
+    1: ShapesImage(224, 224, (RED_CIRCLE, BLUE_STAR)),
+    2: ShapesImage(224, 224, (RED_CIRCLE, OTHER_RED_CIRCLE)),
+}
+
+
+def test_recall_is_one_when_every_object_is_named():
+    captions = {1: "a blue star and a red circle", 2: "two red circles"}
+    assert object_recall(captions, IMAGES) == 1.0
+    assert hallucination_rate(captions, IMAGES) == 0.0
+
+
+def test_recall_counts_multiplicity():
+    # Image 2 has two red circles; "a red circle" recovers one of them.
+    assert object_recall({1: "a red circle", 2: "a red circle"}, IMAGES) == pytest.approx(2 / 4)
+
+
+def test_hallucination_counts_absent_and_surplus_mentions():
+    # Mentions: red circle, green square (absent) | three red circles (one too many).
+    captions = {1: "a red circle and a green square", 2: "three red circles"}
+    assert hallucination_rate(captions, IMAGES) == pytest.approx(2 / 5)
+    assert hallucination_rate({1: "nothing to see"}, IMAGES) == 0.0
+
+
+def _one_hot(rows: int, cols: int, row: int, col: int) -> np.ndarray:
+    grid = np.zeros((rows, cols))
+    grid[row, col] = 1.0
+    return grid
+
+
+def test_attention_inside_box_gives_full_mass_and_pointing():
+    words = ["a", "red", "circle", "and", "a", "blue", "star"]
+    maps = np.full((len(words) + 1, 7, 7), 1 / 49)  # one extra step for <end>
+    maps[2] = _one_hot(7, 7, 0, 1)  # cell (0, 1) spans x 32..64, inside the red circle's box
+    maps[6] = _one_hot(7, 7, 5, 4)  # cell (5, 4) is exactly the blue star's box
+    records = attention_grounding(words, torch.tensor(maps), IMAGES[1])
+    assert [(r["t"], r["word"]) for r in records] == [(2, "circle"), (6, "star")]
+    assert [r["mass"] for r in records] == pytest.approx([1.0, 1.0])
+    assert [r["pointing"] for r in records] == [True, True]
+    summary = summarize_grounding(records)
+    assert summary["count"] == 2 and summary["mass"] == pytest.approx(1.0) and summary["pointing"] == 1.0
+
+
+def test_uniform_attention_mass_equals_area_share():
+    uniform = np.full((7, 7), 1 / 49)
+    assert box_mass(uniform, RED_CIRCLE.bbox, 224, 224) == pytest.approx(64 * 64 / 224**2, abs=1e-6)
+    records = attention_grounding(["star"], uniform[None], IMAGES[1])
+    assert records[0]["mass"] == pytest.approx(records[0]["baseline"], abs=1e-6)
+    assert summarize_grounding(records)["mass_over_baseline"] == pytest.approx(1.0)
+
+
+def test_mass_is_area_weighted_for_boxes_cutting_cells():
+    # A box covering half of cell (0, 0) and nothing else, on a 2×2 grid over a 100×100 image.
+    grid = np.array([[0.4, 0.2], [0.3, 0.1]])
+    assert box_mass(grid, (0, 0, 25, 50), 100, 100) == pytest.approx(0.2)
+
+
+def test_shape_word_picks_the_matching_object_with_most_attention():
+    maps = _one_hot(7, 7, 1, 5)[None].repeat(3, axis=0)  # on OTHER_RED_CIRCLE
+    records = attention_grounding(["two", "red", "circles"], maps, IMAGES[2])
+    assert records[0]["bbox"] == list(OTHER_RED_CIRCLE.bbox) and records[0]["mass"] == pytest.approx(1.0)
+    # A shape word naming nothing in the image gives no record.
+    assert attention_grounding(["a", "green", "circle"], maps, IMAGES[2]) == []
+
+
+def test_shapes_report_combines_all():
+    words = ["a", "red", "circle"]
+    report = shapes_report({1: "a red circle"}, {1: (words, np.full((3, 7, 7), 1 / 49))}, IMAGES)
+    assert report["object_recall"] == 0.5 and report["hallucination_rate"] == 0.0
+    assert report["grounding_count"] == 1
+    assert report["grounding_mass"] == pytest.approx(64 * 64 / 224**2)
+    assert "grounding_mass" not in shapes_report({1: "a red circle"}, None, IMAGES)
+
+
+REFERENCES = {
+    1: ["a red circle to the left of a blue star", "a blue star and a red circle on a dark background"],
+    2: ["two green squares", "an image with two green squares"],
+    3: ["a yellow triangle above an orange cross", "there is an orange cross and a yellow triangle"],
+}
+
+
+def test_identical_candidates_score_near_perfect_bleu():
+    scores = caption_scores(REFERENCES, {i: refs[0] for i, refs in REFERENCES.items()})
+    assert set(scores) == {"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"}
+    assert scores["Bleu_4"] > 0.9 and scores["ROUGE_L"] > 0.9
+
+
+def test_disjoint_candidates_score_zero():
+    scores = caption_scores(REFERENCES, {1: "zebra giraffe elephant lion", 2: "cat dog mouse bird"})
+    assert scores["Bleu_4"] == pytest.approx(0.0, abs=1e-9)
+    assert scores["ROUGE_L"] == 0.0 and scores["CIDEr"] == 0.0
+
+
+def test_reference_wording_beats_shuffled_words_on_cider():
+    exact = caption_scores(REFERENCES, {i: refs[0] for i, refs in REFERENCES.items()})
+    shuffled = {i: " ".join(reversed(refs[0].split())) for i, refs in REFERENCES.items()}
+    assert exact["CIDEr"] > caption_scores(REFERENCES, shuffled)["CIDEr"]
+
+
+def test_empty_candidates_and_missing_references():
+    scores = caption_scores(REFERENCES, {1: "", 2: "two green squares"})
+    assert all(np.isfinite(v) for v in scores.values())
+    with pytest.raises(ValueError, match="no reference"):
+        caption_scores(REFERENCES, {9: "a red circle"})
+    with pytest.raises(ValueError, match="no candidate"):
+        caption_scores(REFERENCES, {})
