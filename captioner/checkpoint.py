@@ -15,6 +15,8 @@ import torch
 
 FORMAT = "captioner-checkpoint"
 VERSION = 1
+# The default model trained on the shapes world (README: "The bundled model").
+BUNDLED_CHECKPOINT = Path(__file__).parent / "assets" / "shapes.pt"
 
 
 class CheckpointError(RuntimeError):
@@ -39,9 +41,10 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by `save_checkpoint`, with a clear error for bad files."""
-    path = Path(path)
+def load_checkpoint(path: str | Path | None, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by `save_checkpoint` (None: the bundled model), with a clear
+    error for bad files."""
+    path = Path(path) if path is not None else BUNDLED_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

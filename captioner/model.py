@@ -26,7 +26,9 @@ class Encoder(nn.Module):
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.backbone = build_backbone(config.backbone, config.weights, config.layer)
+        # channels_last makes these convolutions markedly faster on CPU and on tensor cores
+        self.backbone = build_backbone(config.backbone, config.weights, config.layer).to(
+            memory_format=torch.channels_last)
         self.pool = nn.AdaptiveAvgPool2d(config.grid)
         self.grid = config.grid
         self.feature_dim = self.backbone.feature_dim
@@ -51,7 +53,7 @@ class Encoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        grid = self.pool(self.backbone(images))  # (B, D, grid, grid)
+        grid = self.pool(self.backbone(images.contiguous(memory_format=torch.channels_last)))  # (B, D, grid, grid)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
 
 

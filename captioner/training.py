@@ -27,8 +27,7 @@ from captioner.data.coco import (
     collate_captions,
     load_split,
 )
-from captioner.decoding import greedy_decode
-from captioner.metrics import caption_scores
+from captioner.evaluation import decode_records, score_captions
 from captioner.model import CaptionModel, caption_loss
 from captioner.vocab import Vocabulary
 
@@ -72,44 +71,11 @@ def encode_images(
     return torch.cat(chunks)
 
 
-@torch.no_grad()
-def decode_records(
-    model: CaptionModel,
-    vocab: Vocabulary,
-    records: Sequence[ImageRecord],
-    device: torch.device,
-    max_len: int,
-    features: torch.Tensor | None = None,
-    batch_size: int = 64,
-    num_workers: int = 0,
-) -> dict[int, str]:
-    """Greedy captions {image_id: text} for records, from cached features or from the images."""
-    model.eval()
-    captions = {}
-    if features is not None:
-        batches = ((range(i, min(i + batch_size, len(records))), features[i : i + batch_size])
-                   for i in range(0, len(records), batch_size))
-    else:
-        loader = DataLoader(
-            ImageDataset(records, model.encoder.preprocess), batch_size=batch_size, num_workers=num_workers
-        )
-        batches = ((indices.tolist(), pixels) for indices, pixels in loader)
-    for indices, inputs in batches:
-        inputs = inputs.to(device)
-        grid = inputs.float() if features is not None else model.encoder(inputs)
-        for index, decoded in zip(indices, greedy_decode(model.decoder, grid, vocab.start_id, vocab.end_id, max_len)):
-            captions[records[index].image_id] = vocab.decode_text(decoded.tokens)
-    return captions
-
-
 def validate(model, vocab, records, device, config: Config, features=None) -> dict[str, float]:
     """COCO metrics of greedily decoded captions against all references of each image."""
-    candidates = decode_records(
-        model, vocab, records, device, config.train.max_decode_len, features,
-        num_workers=config.data.num_workers,
-    )
-    references = {r.image_id: list(r.captions) for r in records}
-    return caption_scores(references, candidates)
+    decoded = decode_records(model, vocab, records, device, config.train.max_decode_len, features,
+                             num_workers=config.data.num_workers)
+    return score_captions(records, {i: vocab.decode_text(c.tokens) for i, c in decoded.items()})
 
 
 @dataclass
@@ -350,8 +316,8 @@ def _restore(checkpoint: dict, model, optimizer, scheduler) -> TrainState:
     )
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[CaptionModel, Vocabulary, Config]:
-    """A captioning-ready model (eval mode) from a checkpoint file."""
+def load_model(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[CaptionModel, Vocabulary, Config]:
+    """A captioning-ready model (eval mode) from a checkpoint file (None: the bundled model)."""
     checkpoint = load_checkpoint(path)
     config = from_dict(Config, checkpoint["config"])
     vocab = Vocabulary.from_dict(checkpoint["vocab"])
