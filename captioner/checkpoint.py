@@ -63,3 +63,13 @@ def load_checkpoint(path: str | Path | None, map_location: str | torch.device = 
             "upgrade captioner to read it"
         )
     return payload
+
+
+def export_checkpoint(source: str | Path, destination: str | Path, evaluation: dict | None = None) -> Path:
+    """A captioning-only copy of a training checkpoint: training state dropped, and the
+    measured `evaluation` figures (e.g. a scores JSON from `captioner evaluate`) attached."""
+    payload = load_checkpoint(source)
+    kept = {key: payload[key] for key in ("config", "vocab", "model", "scores") if key in payload}
+    if evaluation is not None:
+        kept["evaluation"] = evaluation
+    return save_checkpoint(kept, destination)

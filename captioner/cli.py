@@ -97,6 +97,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from captioner.checkpoint import export_checkpoint  # noqa: PLC0415
+
+    evaluation = json.loads(Path(args.scores).read_text()) if args.scores else None
+    path = export_checkpoint(args.checkpoint, args.output, evaluation)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by what the user passed: reported in one line, without a traceback."""
     from captioner.backbones import WeightsUnavailableError  # noqa: PLC0415
@@ -165,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="scores JSON (default scores.json); the captions go beside it as *_results.json")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_evaluate)
+
+    export = commands.add_parser(
+        "export", help="strip a training checkpoint down to what captioning needs",
+        description="Copy a checkpoint without optimizer/scheduler/RNG state, optionally attaching the "
+                    "scores JSON written by `captioner evaluate` so that the model carries its measured figures.",
+    )
+    export.add_argument("checkpoint", help="checkpoint written by train")
+    export.add_argument("output", help="where to write the captioning-only checkpoint")
+    export.add_argument("--scores", help="scores JSON from `captioner evaluate` to attach")
+    export.set_defaults(run=_export)
     return parser
 
 

@@ -39,6 +39,7 @@ class ModelConfig:
     attention: str = "additive"  # additive | bilinear | dot
     gate: str = "scalar"  # scalar | vector | none
     deep_output: bool = True
+    feature_norm: bool = False  # LayerNorm on the encoder features before attention (not in the paper)
     dropout: float = 0.5
 
 
@@ -52,6 +53,7 @@ class DataConfig:
     max_caption_words: int = 50
     captions_per_image: int = 5  # captions drawn per image per epoch, sharing one encoder pass
     cache_features: bool = False  # encode each image once and train on stored features (frozen encoder)
+    feature_cache_dir: str | None = None  # where cached features are kept for reuse; None: output_dir
     num_workers: int = 2
     val_max_images: int | None = None  # cap on validation images decoded per epoch
 

@@ -33,8 +33,7 @@ def greedy_decode(
     returned as it stands (finished=False) rather than dropped.
     """
     B = features.shape[0]
-    keys = decoder.attention.keys(features)
-    state = decoder.init_state(features)
+    features, keys, state = decoder.begin(features)
     tokens = torch.full((B,), start_id, dtype=torch.long, device=features.device)
     words = torch.zeros(B, max_len, dtype=torch.long, device=features.device)
     attention = features.new_zeros(B, max_len, features.shape[1])

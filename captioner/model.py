@@ -114,6 +114,9 @@ class Decoder(nn.Module):
             raise ValueError(f"model.gate must be one of {self.GATES}, got {config.gate!r}")
         E, H, D = config.embed_dim, config.decoder_dim, feature_dim
         self.embedding = nn.Embedding(vocab_size, E)
+        # Unlike the paper's post-ReLU VGG maps, a CNN's inner feature maps can have large,
+        # uneven scales; an optional LayerNorm keeps attention and LSTM inputs well scaled.
+        self.feature_norm = nn.LayerNorm(D) if config.feature_norm else nn.Identity()
         self.attention = SoftAttention(D, H, config.attention_dim, config.attention)
         self.init_h = nn.Linear(D, H)
         self.init_c = nn.Linear(D, H)
@@ -128,10 +131,15 @@ class Decoder(nn.Module):
         else:
             self.out = nn.Linear(H, vocab_size)
 
-    def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, P, D) → (h, c), each (B, H), from the mean feature vector."""
+    def begin(
+        self, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-image work done once before the first step: features (B, P, D) →
+        (normalised features (B, P, D), attention keys (B, P, A), initial (h, c) each (B, H))."""
+        features = self.feature_norm(features)
         mean = features.mean(dim=1)
-        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        state = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
+        return features, self.attention.keys(features), state
 
     def step(
         self,
@@ -140,8 +148,8 @@ class Decoder(nn.Module):
         keys: torch.Tensor,
         features: torch.Tensor,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """tokens (B,) = y_{t-1}, state (h, c) each (B, H), keys (B, P, A), features (B, P, D)
-        → logits (B, V), new state, alpha (B, P)."""
+        """tokens (B,) = y_{t-1}, state (h, c) each (B, H), keys (B, P, A) and features (B, P, D)
+        from `begin` → logits (B, V), new state, alpha (B, P)."""
         embedded = self.embedding(tokens)
         h, c = state
         context, alpha = self.attention(keys, features, h)
@@ -165,9 +173,8 @@ class Decoder(nn.Module):
         """
         steps = lengths - 1
         order = steps.argsort(descending=True)
-        features, captions, steps = features[order], captions[order], steps[order]
-        keys = self.attention.keys(features)
-        h, c = self.init_state(features)
+        features, keys, (h, c) = self.begin(features[order])
+        captions, steps = captions[order], steps[order]
         B, T = captions.shape
         logits = features.new_zeros(B, T - 1, self.out.out_features)
         alphas = features.new_zeros(B, T - 1, features.shape[1])

@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import signal
 import time
@@ -69,6 +71,22 @@ def encode_images(
         with autocast(device, amp):
             chunks.append(model.encoder(pixels.to(device)).to("cpu", torch.float16))
     return torch.cat(chunks)
+
+
+def cached_features(
+    model: CaptionModel, records: Sequence[ImageRecord], cache_dir: Path, split: str, device: torch.device,
+    config: Config,
+) -> torch.Tensor:
+    """`encode_images` of records, stored in `cache_dir` under a key of the encoder config and
+    the image paths, so a resumed run or another recipe with the same encoder reuses them."""
+    identity = json.dumps([dataclasses.asdict(config.model.encoder), [str(r.path) for r in records]])
+    path = cache_dir / f"features_{split}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}.pt"
+    if path.is_file():
+        return load_checkpoint(path)["features"]
+    features = encode_images(model, records, device, num_workers=config.data.num_workers, amp=config.train.amp,
+                             desc=f"encoding {split} images")
+    save_checkpoint({"features": features}, path)
+    return features
 
 
 def validate(model, vocab, records, device, config: Config, features=None) -> dict[str, float]:
@@ -229,10 +247,9 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
         raise ValueError("data.cache_features needs a frozen encoder (model.encoder.fine_tune=0)")
     train_features = val_features = None
     if config.data.cache_features:
-        train_features = encode_images(model, train_records, device, num_workers=config.data.num_workers,
-                                       amp=config.train.amp, desc="encoding train images")
-        val_features = encode_images(model, val_records, device, num_workers=config.data.num_workers,
-                                     amp=config.train.amp, desc="encoding val images")
+        cache_dir = Path(config.data.feature_cache_dir or run_dir)
+        train_features = cached_features(model, train_records, cache_dir, "train", device, config)
+        val_features = cached_features(model, val_records, cache_dir, "val", device, config)
     dataset = CaptionDataset(
         train_records, vocab,
         preprocess=None if config.data.cache_features else model.encoder.preprocess,

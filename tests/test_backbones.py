@@ -44,7 +44,7 @@ def coffee_batch(mean, std) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     ("layer", "dim", "stride"),
-    [("blocks.4", 112, 16), ("blocks.5", 192, 32), ("blocks.6", 320, 32), ("last", 1280, 32)],
+    [("blocks.3", 80, 16), ("blocks.4", 112, 16), ("blocks.5", 192, 32), ("blocks.6", 320, 32), ("last", 1280, 32)],
 )
 def test_efficientnet_lite0_layers(layer, dim, stride):
     backbone = build_backbone("efficientnet_lite0", "none", layer).eval()

@@ -52,15 +52,16 @@ def test_attention_weights_sum_to_one_over_cells(score):
 
 @pytest.mark.parametrize("gate", Decoder.GATES)
 @pytest.mark.parametrize("deep_output", [True, False])
-def test_teacher_forcing_shapes_and_equivalence_with_stepwise_decoding(gate, deep_output):
+@pytest.mark.parametrize("feature_norm", [False, True])
+def test_teacher_forcing_shapes_and_equivalence_with_stepwise_decoding(gate, deep_output, feature_norm):
     torch.manual_seed(0)
-    decoder = Decoder(V, D, small_config(gate=gate, deep_output=deep_output)).eval()
+    decoder = Decoder(V, D, small_config(gate=gate, deep_output=deep_output, feature_norm=feature_norm)).eval()
     features = torch.randn(B, P, D)
     captions, lengths = random_captions([5, 7, 3])
     logits, alphas = decoder(features, captions, lengths)
     assert logits.shape == (B, 6, V) and alphas.shape == (B, 6, P)
     # The shrinking-batch loop must equal a plain full-batch loop over every step.
-    keys, state = decoder.attention.keys(features), decoder.init_state(features)
+    features, keys, state = decoder.begin(features)
     for t in range(6):
         step_logits, state, alpha = decoder.step(captions[:, t], state, keys, features)
         real = lengths - 1 > t
