@@ -29,6 +29,9 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 would otherwise survive the rename
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)

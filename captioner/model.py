@@ -176,15 +176,15 @@ class Decoder(nn.Module):
         features, keys, (h, c) = self.begin(features[order])
         captions, steps = captions[order], steps[order]
         B, T = captions.shape
-        logits = features.new_zeros(B, T - 1, self.out.out_features)
-        alphas = features.new_zeros(B, T - 1, features.shape[1])
         running_per_step = (steps.unsqueeze(0) > torch.arange(T - 1, device=steps.device).unsqueeze(1)).sum(1)
+        step_logits, step_alphas = [], []
         for t, n in enumerate(running_per_step.tolist()):
-            if n == 0:
-                break
-            step_logits, (h, c), alpha = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
-            logits[:n, t] = step_logits.to(logits.dtype)
-            alphas[:n, t] = alpha.to(alphas.dtype)
+            logits_t, (h, c), alpha_t = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
+            # padding rows are appended, not written into a preallocated tensor: in-place slice
+            # writes would make backward copy the whole (B, T-1, V) gradient at every step
+            step_logits.append(F.pad(logits_t, (0, 0, 0, B - n)))
+            step_alphas.append(F.pad(alpha_t, (0, 0, 0, B - n)))
+        logits, alphas = torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1)
         inverse = order.argsort()
         return logits[inverse], alphas[inverse]
 
