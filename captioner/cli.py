@@ -1,4 +1,4 @@
-"""The `captioner` command: train, caption, shapes, evaluate.
+"""The `captioner` command: train, caption, shapes, evaluate, export.
 
 Exit codes: 0 success; 1 some inputs failed (each reported); 2 bad usage or configuration.
 """
@@ -56,7 +56,9 @@ def _shapes(args: argparse.Namespace) -> int:
         try:
             splits[name.strip()] = float(share)
         except ValueError:
-            raise SystemExit(f"error: --splits {args.splits!r}: expected name=share,... e.g. train=0.8,val=0.1,test=0.1")
+            print(f"error: --splits {args.splits!r}: expected name=share,... e.g. train=0.8,val=0.1,test=0.1",
+                  file=sys.stderr)
+            return 2
     summary = generate(args.out, args.num_images, args.seed, splits=splits, image_size=args.image_size,
                        workers=args.workers, progress=not args.quiet)
     print(json.dumps(summary, indent=1, default=str))
