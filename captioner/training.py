@@ -187,7 +187,10 @@ class StopRequest:
 def train_one_epoch(model, loader, optimizer, config: Config, device, state: TrainState, save_last, stop: StopRequest):
     """One pass of teacher forcing over `loader`; returns mean loss figures of the epoch."""
     model.train()
-    total_loss = total_ce = 0.0
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # running sums stay on the device: one host sync per progress update, not per step
+    total_loss = torch.zeros((), device=device)
+    total_ce = torch.zeros((), device=device)
     batches = captions_seen = 0
     started = time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.train.epochs}", unit="batch",
@@ -203,23 +206,25 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, state: Tra
         loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        clip_gradients([p for p in model.parameters() if p.requires_grad], config)
+        clip_gradients(trainable, config)
         optimizer.step()
         state.step += 1
         state.batch_in_epoch += 1
         batches += 1
         captions_seen += len(captions)
-        total_loss += loss.item()
-        total_ce += cross_entropy.item()
-        elapsed = time.perf_counter() - started
-        progress.set_postfix(loss=f"{loss.item():.3f}", captions_per_s=f"{captions_seen / elapsed:.0f}")
+        total_loss += loss.detach()
+        total_ce += cross_entropy.detach()
+        if batches % 20 == 0:
+            elapsed = time.perf_counter() - started
+            progress.set_postfix(loss=f"{total_loss.item() / batches:.3f}",
+                                 captions_per_s=f"{captions_seen / elapsed:.0f}")
         if config.train.checkpoint_every and state.step % config.train.checkpoint_every == 0:
             save_last()
         if stop.requested:
             break
     return {
-        "train_loss": total_loss / max(batches, 1),
-        "train_cross_entropy": total_ce / max(batches, 1),
+        "train_loss": total_loss.item() / max(batches, 1),
+        "train_cross_entropy": total_ce.item() / max(batches, 1),
         "captions_per_s": captions_seen / max(time.perf_counter() - started, 1e-9),
     }
 
