@@ -7,11 +7,11 @@ step, epoch, best score). It loads with `torch.load(weights_only=True)`: no pick
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from captioner.atomic import AtomicFile
 
 FORMAT = "captioner-checkpoint"
 VERSION = 1
@@ -28,19 +28,8 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 would otherwise survive the rename
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with AtomicFile(path, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 

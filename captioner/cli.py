@@ -6,9 +6,14 @@ Exit codes: 0 success; 1 some inputs failed (each reported); 2 bad usage or conf
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
+
+
+class UsageError(ValueError):
+    """A bad option value or input list, reported in one line."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -22,29 +27,68 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    import torch  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
 
-    from captioner.decoding import greedy_decode  # noqa: PLC0415
-    from captioner.images import ImageLoadError, load_image  # noqa: PLC0415
-    from captioner.training import load_model, resolve_device  # noqa: PLC0415
+    from captioner.batch import ResultWriter, expand_inputs, load_image_ids  # noqa: PLC0415
+    from captioner.decoding import DecodingOptions  # noqa: PLC0415
+    from captioner.images import load_image  # noqa: PLC0415
+    from captioner.inference import CaptionResult, Captioner  # noqa: PLC0415
+    from captioner.visualize import save_overlays  # noqa: PLC0415
 
-    device = resolve_device(args.device)
-    model, vocab, _ = load_model(args.checkpoint, device)
-    failures = 0
-    for path in args.images:
-        try:
-            pixels = model.encoder.preprocess(load_image(path)).unsqueeze(0).to(device)
-        except ImageLoadError as error:
-            print(f"error: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        with torch.no_grad():
-            (decoded,) = greedy_decode(model.decoder, model.encoder(pixels), vocab.start_id, vocab.end_id,
-                                       args.max_len)
-        print(f"{path}\t{vocab.decode_text(decoded.tokens)}")
-    if failures:
-        print(f"{failures} of {len(args.images)} images failed", file=sys.stderr)
-    return 1 if failures else 0
+    try:
+        options = DecodingOptions(beam_size=args.beam_size, max_len=args.max_len, min_len=args.min_len,
+                                  length_penalty=args.length_penalty, top_n=args.top_n)
+        ids = load_image_ids(args.ids) if args.ids else None
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    paths, problems = expand_inputs(args.images, args.recursive)
+    output_format = args.format or ("csv" if str(args.output).endswith(".csv") else "jsonl")
+    captioner = Captioner.load(args.checkpoint, args.device)
+    writer = ResultWriter(args.output, output_format, ids, alternatives=args.top_n > 1)
+    overlay_names: set[str] = set()
+    failed = succeeded = 0
+    progress = tqdm(total=len(paths), unit="img", desc="captioning", disable=args.quiet, file=sys.stderr)
+    try:
+        results = (CaptionResult(source=item, error=f"{item}: {problem}") for item, problem in problems)
+        for result in itertools.chain(results, captioner.caption_files(paths, options, args.batch_size,
+                                                                       args.num_workers)):
+            overlay = None
+            if args.attention_dir and result.ok:
+                overlay = _overlay_path(Path(args.attention_dir), result.source, overlay_names)
+                save_overlays(load_image(result.source), result.words, result.attention, overlay)
+            problem = writer.write(result, str(overlay) if overlay else None)
+            if problem:
+                failed += 1
+                tqdm.write(f"error: {problem}", file=sys.stderr)
+            else:
+                succeeded += 1
+            progress.update(result.source in paths)
+    except KeyboardInterrupt:
+        writer.close()
+        progress.close()
+        print(f"interrupted: {succeeded} captioned, {failed} failed, the rest not started; "
+              f"{args.output or 'stdout'} holds the records so far", file=sys.stderr)
+        return 130
+    except BaseException:
+        writer.discard()
+        raise
+    writer.close()
+    progress.close()
+    total = succeeded + failed
+    print(f"captioned {succeeded} of {total} inputs, {failed} failed"
+          + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _overlay_path(folder: Path, source: str, taken: set[str]) -> Path:
+    """A PNG name in `folder` for the overlays of `source`: its file stem, numbered on clashes."""
+    stem, number = Path(source).stem, 1
+    name = f"{stem}.png"
+    while name in taken:
+        number += 1
+        name = f"{stem}_{number}.png"
+    taken.add(name)
+    return folder / name
 
 
 def _shapes(args: argparse.Namespace) -> int:
@@ -68,26 +112,27 @@ def _shapes(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from captioner.config import DataConfig  # noqa: PLC0415
     from captioner.data.coco import load_split  # noqa: PLC0415
+    from captioner.decoding import DecodingOptions  # noqa: PLC0415
     from captioner.evaluation import SHAPES_OBJECTS, decode_records, score_captions, shapes_scores, write_results  # noqa: PLC0415
-    from captioner.training import load_model, resolve_device  # noqa: PLC0415
+    from captioner.inference import Captioner  # noqa: PLC0415
 
-    device = resolve_device(args.device)
-    model, vocab, config = load_model(args.checkpoint, device)
+    captioner = Captioner.load(args.checkpoint, args.device)
+    options = DecodingOptions(beam_size=args.beam_size, max_len=args.max_len)
     data = DataConfig(root=args.data_root, split_file=args.split_file)
     records = load_split(data, args.split)[: args.max_images]
-    decoded = decode_records(model, vocab, records, device, args.max_len, batch_size=args.batch_size,
+    decoded = decode_records(captioner, records, options, batch_size=args.batch_size,
                              num_workers=args.num_workers, progress=not args.quiet)
-    texts = {i: vocab.decode_text(c.tokens) for i, c in decoded.items()}
+    texts = {i: c.text for i, c in decoded.items()}
     report = {
         "checkpoint": str(args.checkpoint or "bundled"),
         "split": args.split,
         "num_images": len(records),
-        "decoding": {"method": "greedy", "max_len": args.max_len},
+        "decoding": {"beam_size": args.beam_size, "max_len": args.max_len},
         "metrics": score_captions(records, texts),
     }
     objects_file = Path(args.data_root) / SHAPES_OBJECTS
     if objects_file.is_file():
-        report["shapes"] = shapes_scores(decoded, vocab, objects_file, config.model.encoder.grid)
+        report["shapes"] = shapes_scores(decoded, objects_file)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_results(texts, output.with_name(output.stem + "_results.json"))
@@ -114,9 +159,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from captioner.checkpoint import CheckpointError  # noqa: PLC0415
     from captioner.config import ConfigError  # noqa: PLC0415
     from captioner.data.coco import DatasetError  # noqa: PLC0415
+    from captioner.device import DeviceError  # noqa: PLC0415
     from captioner.images import ImageLoadError  # noqa: PLC0415
 
-    return ConfigError, CheckpointError, DatasetError, ImageLoadError, WeightsUnavailableError
+    return ConfigError, CheckpointError, DatasetError, DeviceError, ImageLoadError, UsageError, WeightsUnavailableError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,12 +179,33 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="checkpoint_last.pt of an interrupted run to continue exactly")
     train.set_defaults(run=_train)
 
-    caption = commands.add_parser("caption", help="caption image files",
-                                  description="Print 'path<TAB>caption' for every image (greedy decoding).")
-    caption.add_argument("images", nargs="+", help="image files")
-    caption.add_argument("--checkpoint", help="a checkpoint written by train (default: the bundled shapes model)")
+    caption = commands.add_parser(
+        "caption", help="caption image files, folders and lists in batches",
+        description="Caption images with batched beam search. Inputs are files, folders (--recursive for "
+                    "subfolders), glob patterns ('photos/*.jpg') and @list.txt files (one path per line). "
+                    "Unreadable inputs become records with an 'error' field and the run goes on. "
+                    "Exit code: 0 all captioned, 1 some inputs failed, 2 bad usage, 130 interrupted "
+                    "(the output then holds the records finished so far).",
+    )
+    caption.add_argument("images", nargs="+", help="image files, folders, glob patterns or @list.txt")
+    caption.add_argument("--checkpoint", help="a checkpoint written by train or export (default: the bundled shapes model)")
+    caption.add_argument("--beam-size", type=int, default=3, help="beam width; 1 is greedy decoding (default 3)")
     caption.add_argument("--max-len", type=int, default=20, help="maximum words per caption (default 20)")
+    caption.add_argument("--min-len", type=int, default=1, help="minimum words per caption (default 1)")
+    caption.add_argument("--length-penalty", type=float, default=0.0,
+                         help="alpha of the ((5+n)/6)^alpha length normalisation; 0 ranks by log-probability (default 0)")
+    caption.add_argument("--top-n", type=int, default=1, help="also report the next best captions (default 1)")
+    caption.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
+    caption.add_argument("--num-workers", type=int, default=2, help="image loading processes (default 2)")
     caption.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    caption.add_argument("--format", choices=("jsonl", "csv", "coco"),
+                         help="jsonl: one record per line (default); csv; coco: [{image_id, caption}] for "
+                              "`captioner evaluate` (ids from COCO file names or --ids)")
+    caption.add_argument("--output", help="output file, written atomically (default: stdout)")
+    caption.add_argument("--ids", help="COCO annotations JSON or {file name: id} JSON giving image ids for --format coco")
+    caption.add_argument("--attention-dir", help="save a grid of per-word attention overlays per image here")
+    caption.add_argument("--recursive", action="store_true", help="include images in subfolders of folder inputs")
+    caption.add_argument("--quiet", action="store_true", help="no progress bar")
     caption.set_defaults(run=_caption)
 
     shapes = commands.add_parser(
@@ -168,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split-file", help="Karpathy split JSON (default: the official val2014 captions)")
     evaluate.add_argument("--split", default="test", help="split to score (default test)")
     evaluate.add_argument("--max-images", type=int, help="score only the first N images")
+    evaluate.add_argument("--beam-size", type=int, default=3, help="beam width; 1 is greedy decoding (default 3)")
     evaluate.add_argument("--max-len", type=int, default=20, help="maximum words per caption (default 20)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--num-workers", type=int, default=2, help="image loading processes (default 2)")

@@ -10,47 +10,41 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from captioner.data.coco import ImageDataset, ImageRecord
+from captioner.data.coco import DatasetError, ImageRecord
 from captioner.data.shapes import load_objects
-from captioner.decoding import DecodedCaption, greedy_decode
+from captioner.decoding import DecodingOptions
+from captioner.inference import CaptionResult, Captioner
 from captioner.metrics import caption_scores, shapes_report
-from captioner.model import CaptionModel
-from captioner.vocab import Vocabulary
 
 SHAPES_OBJECTS = Path("annotations") / "shapes_objects.json"
 
 
-@torch.no_grad()
 def decode_records(
-    model: CaptionModel,
-    vocab: Vocabulary,
+    captioner: Captioner,
     records: Sequence[ImageRecord],
-    device: torch.device,
-    max_len: int,
+    options: DecodingOptions,
     features: torch.Tensor | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = False,
-) -> dict[int, DecodedCaption]:
-    """Greedy captions {image_id: DecodedCaption} from cached features (N, P, D) or the images."""
-    model.eval()
+) -> dict[int, CaptionResult]:
+    """Captions {image_id: CaptionResult} of `records`, from cached features (N, P, D) or the
+    images. An image that cannot be read is a broken dataset here, not a skippable input."""
+    bar = tqdm(total=len(records), desc="decoding", unit="img", disable=not progress, leave=False)
     if features is not None:
-        batches = ((range(i, min(i + batch_size, len(records))), features[i : i + batch_size])
-                   for i in range(0, len(records), batch_size))
+        results = (result for start in range(0, len(records), batch_size)
+                   for result in captioner.caption_features(features[start : start + batch_size], options))
     else:
-        loader = DataLoader(ImageDataset(records, model.encoder.preprocess), batch_size=batch_size,
-                            num_workers=num_workers)
-        batches = ((indices.tolist(), pixels) for indices, pixels in loader)
+        results = captioner.caption_files([r.path for r in records], options, batch_size, num_workers)
     decoded = {}
-    for indices, inputs in tqdm(batches, desc="decoding", unit="batch", disable=not progress, leave=False,
-                                total=-(-len(records) // batch_size)):
-        inputs = inputs.to(device)
-        grid = inputs.float() if features is not None else model.encoder(inputs)
-        for index, caption in zip(indices, greedy_decode(model.decoder, grid, vocab.start_id, vocab.end_id, max_len)):
-            decoded[records[index].image_id] = caption
+    for record, result in zip(records, results):
+        if not result.ok:
+            raise DatasetError(f"cannot caption {record.path}: {result.error}")
+        decoded[record.image_id] = result
+        bar.update()
+    bar.close()
     return decoded
 
 
@@ -61,17 +55,11 @@ def score_captions(
     return caption_scores({r.image_id: list(r.captions) for r in records}, texts)
 
 
-def shapes_scores(
-    decoded: dict[int, DecodedCaption], vocab: Vocabulary, objects_file: Path, grid: int
-) -> dict[str, float]:
+def shapes_scores(decoded: dict[int, CaptionResult], objects_file: Path) -> dict[str, float]:
     """Object recall, hallucination and attention grounding of decoded shapes captions."""
-    images = load_objects(objects_file)
-    texts = {i: vocab.decode_text(c.tokens) for i, c in decoded.items()}
-    attentions = {
-        i: (vocab.decode(c.tokens), c.attention.reshape(-1, grid, grid))
-        for i, c in decoded.items()
-    }
-    return shapes_report(texts, attentions, images)
+    texts = {i: c.text for i, c in decoded.items()}
+    attentions = {i: (c.words, c.attention) for i, c in decoded.items()}
+    return shapes_report(texts, attentions, load_objects(objects_file))
 
 
 def write_results(texts: dict[int, str], path: Path) -> None:

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from captioner.checkpoint import load_checkpoint, save_checkpoint
-from captioner.config import Config, from_dict, save_config
+from captioner.config import Config, save_config
+from captioner.decoding import DecodingOptions
 from captioner.data.coco import (
     CaptionDataset,
     EpochBatchSampler,
@@ -29,26 +30,11 @@ from captioner.data.coco import (
     collate_captions,
     load_split,
 )
+from captioner.device import autocast, resolve_device
 from captioner.evaluation import decode_records, score_captions
+from captioner.inference import Captioner
 from captioner.model import CaptionModel, caption_loss
 from captioner.vocab import Vocabulary
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → CUDA when present, else CPU; anything else as torch understands it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name} but CUDA is not available; use auto or cpu")
-    return device
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA; CPU runs in fp32, where bf16 is slower, not faster."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -91,9 +77,10 @@ def cached_features(
 
 def validate(model, vocab, records, device, config: Config, features=None) -> dict[str, float]:
     """COCO metrics of greedily decoded captions against all references of each image."""
-    decoded = decode_records(model, vocab, records, device, config.train.max_decode_len, features,
-                             num_workers=config.data.num_workers)
-    return score_captions(records, {i: vocab.decode_text(c.tokens) for i, c in decoded.items()})
+    captioner = Captioner(model, vocab, config, device)
+    options = DecodingOptions(beam_size=1, max_len=config.train.max_decode_len)
+    decoded = decode_records(captioner, records, options, features, num_workers=config.data.num_workers)
+    return score_captions(records, {i: c.text for i, c in decoded.items()})
 
 
 @dataclass
@@ -336,13 +323,3 @@ def _restore(checkpoint: dict, model, optimizer, scheduler) -> TrainState:
         best_score=training["best_score"],
         epochs_without_improvement=training["epochs_without_improvement"],
     )
-
-
-def load_model(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[CaptionModel, Vocabulary, Config]:
-    """A captioning-ready model (eval mode) from a checkpoint file (None: the bundled model)."""
-    checkpoint = load_checkpoint(path)
-    config = from_dict(Config, checkpoint["config"])
-    vocab = Vocabulary.from_dict(checkpoint["vocab"])
-    model = CaptionModel(config.model, len(vocab))
-    model.load_portable_state_dict(checkpoint["model"])
-    return model.to(device).eval(), vocab, config

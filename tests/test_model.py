@@ -119,14 +119,3 @@ def test_greedy_decode_stops_at_end_and_survives_no_end():
         decoder.out.bias[2] = 1e4
     always = greedy_decode(decoder, features, start_id=1, end_id=2, max_len=6)
     assert all(c.tokens == [] and c.finished and c.log_prob == pytest.approx(0.0, abs=1e-4) for c in always)
-
-
-def test_greedy_decode_of_a_batch_equals_one_at_a_time():
-    torch.manual_seed(1)
-    decoder = Decoder(V, D, small_config()).eval()
-    features = torch.randn(4, P, D)
-    batched = greedy_decode(decoder, features, 1, 2, max_len=8)
-    for i in range(4):
-        (single,) = greedy_decode(decoder, features[i : i + 1], 1, 2, max_len=8)
-        assert single.tokens == batched[i].tokens
-        assert single.log_prob == pytest.approx(batched[i].log_prob, abs=1e-5)

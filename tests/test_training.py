@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,10 +10,11 @@ import captioner.training as training
 from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from captioner.config import load_config
 from captioner.data.coco import CaptionDataset, collate_captions, load_split
-from captioner.decoding import greedy_decode
+from captioner.decoding import DecodingOptions, greedy_decode
 from captioner.evaluation import decode_records
 from captioner.model import CaptionModel, caption_loss
-from captioner.training import encode_images, fit, load_model
+from captioner.inference import Captioner, load_model
+from captioner.training import encode_images, fit
 from captioner.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,8 +63,9 @@ def test_checkpoint_round_trip_gives_identical_captions(shapes_data, tmp_path):
     assert not any(k.startswith("encoder.") for k in torch.load(tmp_path / "model.pt", weights_only=True)["model"])
     loaded, loaded_vocab, loaded_config = load_model(tmp_path / "model.pt")
     assert loaded_vocab == vocab and loaded_config == config
-    before = decode_records(model, vocab, records, torch.device("cpu"), 12)
-    after = decode_records(loaded, loaded_vocab, records, torch.device("cpu"), 12)
+    options = DecodingOptions(beam_size=2, max_len=12)
+    before = decode_records(Captioner(model, vocab, config, torch.device("cpu")), records, options)
+    after = decode_records(Captioner(loaded, loaded_vocab, loaded_config, torch.device("cpu")), records, options)
     assert len(after) == len(records)
     for image_id, caption in before.items():
         assert after[image_id].tokens == caption.tokens
@@ -144,6 +147,6 @@ def test_train_script_runs_end_to_end_then_captions(shapes_data, tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     image = next((shapes_data / "val2014").iterdir())
     result = subprocess.run([sys.executable, "-m", "captioner", "caption", str(image), "--checkpoint",
-                             str(out / "checkpoint_best.pt")], capture_output=True, text=True, check=True)
-    path, caption = result.stdout.strip().split("\t")
-    assert path == str(image) and caption.split()
+                             str(out / "checkpoint_best.pt"), "--quiet"], capture_output=True, text=True, check=True)
+    (record,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert record["path"] == str(image) and record["caption"].split()

@@ -1,0 +1,32 @@
+"""Where tensors live and in which precision: the device is chosen once, from the user's
+choice, and passed down; nothing else in the library picks a device."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+class DeviceError(RuntimeError):
+    """The requested device does not exist on this machine."""
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`auto` → CUDA when present, else CPU; anything else as torch understands it."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {name!r} requested but CUDA is not available here; use auto or cpu")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; CPU runs in fp32, where bf16 is slower, not faster."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,164 @@
+"""Batched beam search: known best sequences, beam 1 == greedy, batched == one by one, limits."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from captioner.config import EncoderConfig, ModelConfig
+from captioner.decoding import DecodingOptions, beam_search, greedy_decode
+from captioner.model import Decoder
+
+START, END, A, B, C = 1, 2, 4, 5, 6
+V, P = 7, 8
+
+
+class BigramDecoder(torch.nn.Module):
+    """A decoder with hand-set weights: p(y_t | y_{t-1}) from a fixed table, and attention
+    one-hot on cell y_{t-1} mod P, so every step's attention says which word it followed."""
+
+    def __init__(self, table: dict[int, dict[int, float]]):
+        super().__init__()
+        probs = torch.full((V, V), 1e-9)
+        for previous, row in table.items():
+            for word, p in row.items():
+                probs[previous, word] = p
+        self.register_buffer("log_table", (probs / probs.sum(1, keepdim=True)).log())
+
+    def begin(self, features):
+        h = features.new_zeros(features.shape[0], 1)
+        return features, features, (h, h)
+
+    def step(self, tokens, state, keys, features):
+        return self.log_table[tokens], state, torch.nn.functional.one_hot(tokens % P, P).float()
+
+
+TRAP = {  # greedy takes A (0.6) and then never finds a good ending; "B <end>" has p = 0.38
+    START: {A: 0.6, B: 0.4},
+    A: {A: 0.36, C: 0.34, END: 0.3},
+    C: {A: 0.36, C: 0.34, END: 0.3},
+    B: {END: 0.95, A: 0.05},
+}
+
+
+def exhaustive_best(table, max_len):
+    """The most probable finished sequence of at most max_len words, by brute force."""
+    log_table = BigramDecoder(table).log_table
+    best, best_lp = None, -math.inf
+    for n in range(max_len + 1):
+        for words in itertools.product(range(3, V), repeat=n):
+            sequence = [START, *words, END]
+            lp = sum(float(log_table[a, b]) for a, b in zip(sequence, sequence[1:]))
+            if lp > best_lp:
+                best, best_lp = list(words), lp
+    return best, best_lp
+
+
+def decode(decoder, batch=1, **options):
+    return beam_search(decoder, torch.zeros(batch, P, 3), START, END, DecodingOptions(**options))
+
+
+def test_beam_search_finds_the_known_best_sequence_that_greedy_misses():
+    decoder = BigramDecoder(TRAP)
+    best, best_lp = exhaustive_best(TRAP, max_len=4)
+    assert best == [B]
+    (beam,) = decode(decoder, beam_size=3, max_len=4)
+    assert beam[0].tokens == best and beam[0].finished
+    assert beam[0].log_prob == pytest.approx(best_lp, abs=1e-5)
+    (greedy,) = greedy_decode(decoder, torch.zeros(1, P, 3), START, END, max_len=4)
+    assert greedy.tokens[0] == A and greedy.log_prob < best_lp
+
+
+def test_attention_rows_follow_the_chosen_hypothesis_through_reordering():
+    (beam,) = decode(BigramDecoder(TRAP), beam_size=3, max_len=6, top_n=3)
+    for hypothesis in beam:
+        previous = [START, *hypothesis.tokens[:-1]]
+        assert hypothesis.attention.shape == (len(hypothesis.tokens), P)
+        assert hypothesis.attention.argmax(dim=1).tolist() == [w % P for w in previous]
+
+
+def test_top_n_is_sorted_distinct_and_scores_follow_the_length_penalty():
+    (hypotheses,) = decode(BigramDecoder(TRAP), beam_size=4, max_len=6, top_n=4, length_penalty=0.8)
+    assert len(hypotheses) == 4
+    assert len({tuple(h.tokens) for h in hypotheses}) == 4
+    scores = [h.score for h in hypotheses]
+    assert scores == sorted(scores, reverse=True)
+    for h in hypotheses:  # n counts the words and the <end> of a finished caption
+        n = len(h.tokens) + h.finished
+        assert h.score == pytest.approx(h.log_prob / ((5 + n) / 6) ** 0.8, rel=1e-5)
+
+
+def test_no_end_within_max_len_returns_the_best_unfinished_hypothesis():
+    never_ends = {START: {A: 0.7, B: 0.3}, A: {A: 0.5, B: 0.5}, B: {A: 0.9, B: 0.1}}
+    for beam_size in (1, 3):
+        (hypotheses,) = decode(BigramDecoder(never_ends), beam_size=beam_size, max_len=5, top_n=1)
+        best = hypotheses[0]
+        assert not best.finished and len(best.tokens) == 5
+        assert best.tokens == [A, B, A, B, A]  # 0.7·0.5·0.9·0.5·0.9 beats every other 5-word path
+        assert best.attention.shape == (5, P)
+
+
+def test_min_len_is_respected():
+    ends_at_once = {START: {END: 0.9, A: 0.1}, A: {END: 0.5, B: 0.5}, B: {END: 0.9, A: 0.1}}
+    (short,) = decode(BigramDecoder(ends_at_once), beam_size=2, max_len=6, min_len=0)
+    assert short[0].tokens == []
+    for min_len in (1, 2, 3):
+        (hypotheses,) = decode(BigramDecoder(ends_at_once), beam_size=2, max_len=6, min_len=min_len, top_n=2)
+        assert all(len(h.tokens) >= min_len and h.finished for h in hypotheses)
+
+
+def tiny_decoder(seed=0):
+    torch.manual_seed(seed)
+    config = ModelConfig(encoder=EncoderConfig(backbone="tiny", weights="none"), embed_dim=16, attention_dim=12,
+                         decoder_dim=24, dropout=0.0)
+    decoder = Decoder(vocab_size=30, feature_dim=10, config=config).eval()
+    with torch.no_grad():  # sharper than the initial near-uniform output, so searches diverge
+        decoder.out.weight.mul_(8)
+    return decoder
+
+
+@pytest.mark.parametrize("beam_size", [1, 3, 5])
+def test_batched_equals_one_image_at_a_time(beam_size):
+    decoder = tiny_decoder()
+    features = torch.randn(6, 9, 10)
+    options = DecodingOptions(beam_size=beam_size, max_len=12, top_n=beam_size, length_penalty=0.5)
+    batched = beam_search(decoder, features, START, END, options)
+    for i in range(6):
+        (alone,) = beam_search(decoder, features[i : i + 1], START, END, options)
+        assert [h.tokens for h in alone] == [h.tokens for h in batched[i]]
+        for a, b in zip(alone, batched[i]):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            torch.testing.assert_close(a.attention, b.attention, atol=1e-5, rtol=1e-4)
+
+
+def test_beam_one_is_greedy_on_a_real_decoder():
+    decoder = tiny_decoder(seed=1)
+    features = torch.randn(8, 9, 10)
+    greedy = greedy_decode(decoder, features, START, END, max_len=10)
+    beam = beam_search(decoder, features, START, END, DecodingOptions(beam_size=1, max_len=10, min_len=0))
+    # the step-by-step argmax, written out plainly
+    features_n, keys, state = decoder.begin(features)
+    tokens = torch.full((8,), START)
+    expected = [[] for _ in range(8)]
+    running = [True] * 8
+    for _ in range(10):
+        logits, state, _ = decoder.step(tokens, state, keys, features_n)
+        tokens = logits.argmax(-1)
+        for i, word in enumerate(tokens.tolist()):
+            if running[i]:
+                if word == END:
+                    running[i] = False
+                else:
+                    expected[i].append(word)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam] == expected
+    assert [g.log_prob for g in greedy] == pytest.approx([b[0].log_prob for b in beam])
+
+
+def test_invalid_options_are_rejected_with_a_message():
+    with pytest.raises(ValueError, match="beam size"):
+        DecodingOptions(beam_size=0)
+    with pytest.raises(ValueError, match="min_len"):
+        DecodingOptions(min_len=5, max_len=3)
+    with pytest.raises(ValueError, match="top_n"):
+        DecodingOptions(beam_size=2, top_n=3)
