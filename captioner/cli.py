@@ -110,38 +110,77 @@ def _shapes(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from captioner.config import DataConfig  # noqa: PLC0415
+    from captioner.atomic import AtomicFile  # noqa: PLC0415
+    from captioner.coco_eval import evaluate_captions, format_table, load_annotations, load_results, load_split_file  # noqa: PLC0415
+
+    java = False if args.no_java else None
+    if args.results:
+        if args.annotations:
+            ground_truth = load_annotations(args.annotations)
+        elif args.split_file:
+            ground_truth = load_split_file(args.split_file, args.split)
+        else:
+            raise UsageError("--results needs the ground truth: --annotations captions_val2014.json, "
+                             "or --split-file dataset_coco.json --split test")
+        texts = load_results(args.results, ground_truth)
+        report = {"results": str(args.results), "ground_truth": ground_truth.source,
+                  **evaluate_captions(ground_truth, texts, java)}
+        output = Path(args.output or Path(args.results).with_name(Path(args.results).stem + "_scores.json"))
+    else:
+        report, output = _decode_and_score(args, java)
+    report["per_image"] = {str(i): scores for i, scores in report["per_image"].items()}
+    with AtomicFile(output) as handle:
+        json.dump(report, handle, indent=1)
+    print(format_table(report))
+    for name, value in report.get("shapes", {}).items():
+        print(f"{name:<28} {value:>10.4f}")
+    print(f"scores: {output}" + (f"  results: {report['results']}" if "results" in report else ""))
+    return 0
+
+
+def _decode_and_score(args: argparse.Namespace, java: bool | None) -> tuple[dict, Path]:
+    """Caption a split with a model, write the results file, and score it."""
+    import dataclasses  # noqa: PLC0415
+
+    from captioner.coco_eval import GroundTruth, evaluate_captions  # noqa: PLC0415
+    from captioner.config import DataConfig, load_config  # noqa: PLC0415
     from captioner.data.coco import load_split  # noqa: PLC0415
     from captioner.decoding import DecodingOptions  # noqa: PLC0415
-    from captioner.evaluation import SHAPES_OBJECTS, decode_records, score_captions, shapes_scores, write_results  # noqa: PLC0415
+    from captioner.evaluation import SHAPES_OBJECTS, decode_records, shapes_scores, write_results  # noqa: PLC0415
     from captioner.inference import Captioner  # noqa: PLC0415
 
+    try:
+        options = DecodingOptions(beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     captioner = Captioner.load(args.checkpoint, args.device)
-    options = DecodingOptions(beam_size=args.beam_size, max_len=args.max_len)
-    data = DataConfig(root=args.data_root, split_file=args.split_file)
+    if args.data_root:
+        data = DataConfig(root=args.data_root, split_file=args.split_file)
+    else:
+        data = load_config(args.config).data if args.config else captioner.config.data
+        if args.split_file:
+            data = dataclasses.replace(data, split_file=args.split_file)
     records = load_split(data, args.split)[: args.max_images]
     decoded = decode_records(captioner, records, options, batch_size=args.batch_size,
                              num_workers=args.num_workers, progress=not args.quiet)
     texts = {i: c.text for i, c in decoded.items()}
+    output = Path(args.output or "scores.json")
+    results = output.with_name(output.stem + "_results.json")
+    write_results(texts, results)
+    ground_truth = GroundTruth({r.image_id: list(r.captions) for r in records},
+                               f"{data.split_file or data.root} ({args.split})")
     report = {
-        "checkpoint": str(args.checkpoint or "bundled"),
+        "checkpoint": captioner.checkpoint,
         "split": args.split,
-        "num_images": len(records),
-        "decoding": {"beam_size": args.beam_size, "max_len": args.max_len},
-        "metrics": score_captions(records, texts),
+        "ground_truth": ground_truth.source,
+        "results": str(results),
+        "decoding": dataclasses.asdict(options),
+        **evaluate_captions(ground_truth, texts, java),
     }
-    objects_file = Path(args.data_root) / SHAPES_OBJECTS
+    objects_file = Path(data.root) / SHAPES_OBJECTS
     if objects_file.is_file():
         report["shapes"] = shapes_scores(decoded, objects_file)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_results(texts, output.with_name(output.stem + "_results.json"))
-    output.write_text(json.dumps(report, indent=1))
-    for section in ("metrics", "shapes"):
-        for name, value in report.get(section, {}).items():
-            print(f"{name:32s} {value:10.4f}")
-    print(f"scores: {output}  results: {output.with_name(output.stem + '_results.json')}")
-    return 0
+    return report, output
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -157,12 +196,13 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by what the user passed: reported in one line, without a traceback."""
     from captioner.backbones import WeightsUnavailableError  # noqa: PLC0415
     from captioner.checkpoint import CheckpointError  # noqa: PLC0415
+    from captioner.coco_eval import ResultsError  # noqa: PLC0415
     from captioner.config import ConfigError  # noqa: PLC0415
     from captioner.data.coco import DatasetError  # noqa: PLC0415
     from captioner.device import DeviceError  # noqa: PLC0415
     from captioner.images import ImageLoadError  # noqa: PLC0415
 
-    return ConfigError, CheckpointError, DatasetError, DeviceError, ImageLoadError, UsageError, WeightsUnavailableError
+    return ConfigError, CheckpointError, DatasetError, DeviceError, ImageLoadError, ResultsError, UsageError, WeightsUnavailableError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,23 +265,33 @@ def build_parser() -> argparse.ArgumentParser:
     shapes.set_defaults(run=_shapes)
 
     evaluate = commands.add_parser(
-        "evaluate", help="caption a split and score it",
-        description="Decode every image of a split and score the captions with COCO metrics (BLEU-1..4, "
-                    "ROUGE-L, CIDEr-D; pure-Python tokenizer). On a shapes dataset it also reports object "
-                    "recall, hallucination rate and attention grounding.",
+        "evaluate", help="score captions with the official COCO metrics",
+        description="Score captions with the COCO caption evaluation (PTB tokenizer, BLEU-1..4, METEOR, "
+                    "ROUGE-L, CIDEr-D; SPICE only when its CoreNLP jars are installed). Either score a results "
+                    "file (--results with --annotations or --split-file), or caption a split with a model and "
+                    "score it (--checkpoint, data from --data-root/--split-file, --config, or the checkpoint's "
+                    "own config). Without Java, BLEU/ROUGE-L/CIDEr are computed with a Python tokenizer and "
+                    "marked approximate. On a shapes dataset the object recall, hallucination rate and "
+                    "attention grounding are reported too.",
     )
-    evaluate.add_argument("--checkpoint", help="checkpoint to evaluate (default: the bundled shapes model)")
-    evaluate.add_argument("--data-root", required=True, help="COCO-layout folder (annotations/, train2014/, val2014/)")
-    evaluate.add_argument("--split-file", help="Karpathy split JSON (default: the official val2014 captions)")
+    evaluate.add_argument("--results", help="COCO results JSON [{image_id, caption}] to score")
+    evaluate.add_argument("--annotations", help="COCO captions JSON, e.g. annotations/captions_val2014.json")
+    evaluate.add_argument("--checkpoint", help="model to caption with (default: the bundled shapes model)")
+    evaluate.add_argument("--config", help="recipe YAML whose data section names the dataset")
+    evaluate.add_argument("--data-root", help="COCO-layout folder (annotations/, train2014/, val2014/)")
+    evaluate.add_argument("--split-file", help="Karpathy split JSON, e.g. dataset_coco.json")
     evaluate.add_argument("--split", default="test", help="split to score (default test)")
-    evaluate.add_argument("--max-images", type=int, help="score only the first N images")
+    evaluate.add_argument("--max-images", type=int, help="caption only the first N images of the split")
     evaluate.add_argument("--beam-size", type=int, default=3, help="beam width; 1 is greedy decoding (default 3)")
     evaluate.add_argument("--max-len", type=int, default=20, help="maximum words per caption (default 20)")
+    evaluate.add_argument("--length-penalty", type=float, default=0.0, help="length normalisation alpha (default 0)")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--num-workers", type=int, default=2, help="image loading processes (default 2)")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    evaluate.add_argument("--output", default="scores.json",
-                          help="scores JSON (default scores.json); the captions go beside it as *_results.json")
+    evaluate.add_argument("--no-java", action="store_true",
+                          help="use the Python tokenizer and skip METEOR even when Java is installed")
+    evaluate.add_argument("--output", help="scores JSON (default: scores.json, or RESULTS_scores.json with "
+                                           "--results); decoded captions go beside it as *_results.json")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_evaluate)
 

@@ -71,7 +71,7 @@ class TrainConfig:
     attention_penalty: float = 1.0  # lambda of the doubly stochastic regulariser
     grad_clip: float = 5.0  # 0 disables clipping
     clip_mode: str = "norm"  # norm | value
-    val_metric: str = "CIDEr"  # any key of captioner.metrics.caption_scores
+    val_metric: str = "CIDEr"  # Bleu_1..4, ROUGE_L or CIDEr of the validation captions
     early_stopping: int = 10  # epochs without improvement before stopping; 0 disables
     max_decode_len: int = 20
     checkpoint_every: int = 0  # also save checkpoint_last every N steps; 0: at epoch ends only

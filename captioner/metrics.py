@@ -1,8 +1,4 @@
-"""Caption metrics: COCO's corpus scores, and the shapes world's correctness and grounding scores.
-
-COCO scores use pycocoevalcap's pure-Python BLEU, ROUGE-L and CIDEr(-D) scorers on captions
-tokenized by `captioner.vocab.tokenize`. CIDEr weights n-grams by their rarity across the
-scored images, so it is only meaningful for a corpus of several images.
+"""The shapes world's correctness and grounding scores (COCO's caption metrics: `coco_eval`).
 
 The shapes metrics compare what a caption names with the objects really in the image, and
 measure how much of a word's attention falls on the object the word names.
@@ -15,41 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.rouge.rouge import Rouge
 
 from captioner.data.shapes import ShapeObject, ShapesImage, find_mentions, parse_caption
-from captioner.vocab import tokenize
-
-CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
-
-
-def caption_scores(
-    references: Mapping[int, Sequence[str]], candidates: Mapping[int, str]
-) -> dict[str, float]:
-    """Corpus BLEU-1..4, ROUGE-L and CIDEr of `candidates` (image id → caption).
-
-    Only images in `candidates` are scored; each needs at least one reference. An empty
-    candidate scores zero rather than failing.
-    """
-    if not candidates:
-        raise ValueError("no candidate captions to score")
-    missing = [image_id for image_id in candidates if not references.get(image_id)]
-    if missing:
-        raise ValueError(f"no reference captions for image ids {sorted(missing)[:10]}")
-    gts = {i: [_normalise(r) for r in references[i]] for i in candidates}
-    res = {i: [_normalise(c)] for i, c in candidates.items()}
-    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-    rouge, _ = Rouge().compute_score(gts, res)
-    cider, _ = Cider().compute_score(gts, res)
-    return dict(zip(CAPTION_METRICS, [float(b) for b in bleu] + [float(rouge), float(cider)]))
-
-
-def _normalise(caption: str) -> str:
-    """The space-joined tokens pycocoevalcap's scorers expect."""
-    return " ".join(tokenize(caption))
-
 
 def object_recall(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> float:
     """Share of all objects, over the captioned images, whose colour+shape the caption names.
