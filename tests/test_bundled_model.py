@@ -54,3 +54,15 @@ def test_caption_command_defaults_to_the_bundled_model(tmp_path):
     assert result.returncode == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert record["path"] == str(image) and parse_caption(record["caption"]) == [("yellow", "triangle")]
+
+
+def test_readme_python_example_runs_and_names_the_objects():
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True, cwd=EXAMPLES.parent,
+                            check=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4  # caption + score, attention shape, for each of the two images
+    assert Counter(parse_caption(lines[0].rsplit(" ", 1)[0])) == Counter(
+        (o["colour"], o["shape"]) for o in json.loads((EXAMPLES / "objects.json").read_text())["shapes_1.jpg"])
+    assert lines[1].startswith("torch.Size([") and lines[1].endswith(", 12, 12])")

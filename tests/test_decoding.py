@@ -162,3 +162,4 @@ def test_invalid_options_are_rejected_with_a_message():
         DecodingOptions(min_len=5, max_len=3)
     with pytest.raises(ValueError, match="top_n"):
         DecodingOptions(beam_size=2, top_n=3)
+
