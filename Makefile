@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test run shapes-model clean
+.PHONY: setup system-deps test run demo shapes-model bench clean
 
 setup: $(VENV)/.installed
 
@@ -14,12 +14,31 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-test: setup
+# Java runs the official COCO tokenizer and METEOR; Chromium + chromedriver drive the demo's
+# browser test. Installed with apt when missing (as root, or through sudo); where that is not
+# possible the tests that need them are skipped, each saying why.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@if command -v java >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	     --no-install-recommends default-jre-headless chromium chromium-driver >/dev/null) || \
+	  echo "warning: could not install Java/Chromium; their tests will be skipped"; \
+	else echo "warning: no apt-get: install Java and Chromium + chromedriver by hand, or their tests are skipped"; fi
+
+test: setup system-deps
 	$(PY) -m pytest -q
 
-# The main job until the demo lands: caption the bundled examples with the bundled model.
+# The main job: the web demo on the bundled model, at http://127.0.0.1:7860
 run: setup
-	$(VENV)/bin/captioner caption examples/*.jpg
+	$(VENV)/bin/captioner demo
+
+demo: run
+
+bench: setup
+	$(PY) bench/caption_throughput.py
+	$(PY) bench/eval_speed.py
+	$(PY) bench/demo_latency.py
 
 # Reproduce the bundled model from nothing: generate the shapes world, train configs/shapes.yaml,
 # score it on a fresh test set (a seed not used in training), export it with its figures.

@@ -183,6 +183,21 @@ def _decode_and_score(args: argparse.Namespace, java: bool | None) -> tuple[dict
     return report, output
 
 
+def _demo(argv: list[str]) -> int:
+    """Run demo/app.py of this source checkout with its own options (`captioner demo --help`)."""
+    import importlib.util  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parent.parent / "demo" / "app.py"
+    if not path.is_file():
+        print(f"error: the demo needs a source checkout of captioner ({path} not found)", file=sys.stderr)
+        return 2
+    spec = importlib.util.spec_from_file_location("captioner_demo_app", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
 def _export(args: argparse.Namespace) -> int:
     from captioner.checkpoint import export_checkpoint  # noqa: PLC0415
 
@@ -295,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_evaluate)
 
+    commands.add_parser("demo", help="web demo: caption uploads, show per-word attention (captioner demo --help)",
+                        add_help=False)
+
     export = commands.add_parser(
         "export", help="strip a training checkpoint down to what captioning needs",
         description="Copy a checkpoint without optimizer/scheduler/RNG state, optionally attaching the "
@@ -308,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:  # the demo parses its own options
+        return _demo(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

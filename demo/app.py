@@ -1,0 +1,479 @@
+"""Web demo: caption an image and see, word by word, where the model looked.
+
+    python demo/app.py                                         # bundled shapes model, http://127.0.0.1:7860
+    python demo/app.py --checkpoint runs/coco/checkpoint_best.pt --port 8080
+    captioner demo --checkpoint runs/coco/checkpoint_best.pt   # the same, through the CLI
+
+The page serves from this machine only (127.0.0.1) unless `--host` says otherwise, makes no
+request to the internet (no analytics, no version check, system fonts instead of Google Fonts)
+and creates a public link only with `--share`.
+
+`predict` is the whole computation behind one click (load, caption, draw the overlays); the
+Gradio event handlers only turn its `Prediction` into component updates, and picking a word
+reads the overlays stored with the prediction, so it never runs the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Gradio reads this when an app is built; "False" means no usage reports and no version check
+# against PyPI, so the demo never phones home. It must be set before gradio is imported.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import gradio as gr  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from captioner.images import ImageLoadError, load_image  # noqa: E402
+from captioner.inference import Captioner, CaptionResult  # noqa: E402
+from captioner.visualize import overlay  # noqa: E402
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+# Long side of the copy of an upload that is shown, overlaid and captioned. The attention grid
+# is 12 x 12 or so, so larger overlays add no detail, only drawing time (they are the main cost
+# of a click); the encoder resizes to its own input size (192-256 px) anyway.
+DISPLAY_MAX_SIDE = 512
+MAX_BEAM_SIZE = 5
+MAX_CAPTION_WORDS = 30
+DEFAULT_BEAM_SIZE = 3
+DEFAULT_MAX_LEN = 20
+DEFAULT_TOP_N = 3
+NO_IMAGE_MESSAGE = "Upload an image, or pick one of the examples, then press **Caption**."
+# Largest upload accepted, checked by Gradio before any of our code runs.
+MAX_UPLOAD = "50mb"
+# Words skipped when choosing which word's attention to show first: their maps say little.
+FUNCTION_WORDS = frozenset(
+    "a an the of with and on in at to is are there this picture image photo showing shows "
+    "next above below left right beside".split()
+)
+SYSTEM_FONTS = [gr.themes.Font("Helvetica Neue"), gr.themes.Font("Helvetica"), gr.themes.Font("Arial"),
+                gr.themes.Font("DejaVu Sans"), "sans-serif"]
+SYSTEM_MONO_FONTS = [gr.themes.Font("DejaVu Sans Mono"), gr.themes.Font("Menlo"), gr.themes.Font("Consolas"),
+                     "monospace"]
+CSS = """
+#caption textarea { font-size: 1.35rem; font-weight: 600; }
+#model-banner { border-left: 4px solid var(--color-accent); padding-left: 0.75rem; }
+#status p { margin: 0.25rem 0; }
+/* Small uploads (the examples are 224 px) are enlarged by the browser, not redrawn by us. */
+#overlay img, #preview img { width: 100%; height: 100%; object-fit: contain; }
+"""
+KNOWN_DATASETS = {
+    "dataset_shapes.json": "the synthetic shapes world (coloured shapes on plain or textured backgrounds)",
+    "dataset_coco.json": "MS COCO 2014 (Karpathy split)",
+    "dataset_flickr8k.json": "Flickr8k (Karpathy split)",
+    "dataset_flickr30k.json": "Flickr30k (Karpathy split)",
+}
+
+
+@dataclass
+class Prediction:
+    """Everything one click produces, kept in the page's state so that picking a word is a lookup.
+
+    `image` is the display copy that was captioned; `overlays[i]` is word i's attention drawn
+    over it (same size). `alternatives` holds (caption, log-probability, score) of the top-n
+    hypotheses, best first. With `error` set, nothing else is filled in.
+    """
+
+    text: str = ""
+    words: list[str] = field(default_factory=list)
+    log_prob: float = float("nan")
+    score: float = float("nan")
+    finished: bool = True
+    beam_size: int = DEFAULT_BEAM_SIZE
+    alternatives: list[tuple[str, float, float]] = field(default_factory=list)
+    image: Image.Image | None = None
+    overlays: list[Image.Image] = field(default_factory=list)
+    elapsed_ms: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def predict(captioner: Captioner, image: str | os.PathLike | bytes | Image.Image | None,
+            beam_size: int = DEFAULT_BEAM_SIZE, max_len: int = DEFAULT_MAX_LEN,
+            top_n: int = DEFAULT_TOP_N) -> Prediction:
+    """Caption one upload (a path, encoded bytes or a PIL image) and draw one overlay per word.
+
+    Never raises for a bad image: anything `load_image` refuses comes back as a `Prediction`
+    whose `error` is a message meant for the person who uploaded it.
+    """
+    start = time.perf_counter()
+    if image is None:
+        return Prediction(error=NO_IMAGE_MESSAGE)
+    try:
+        picture = load_upload(image, max(DISPLAY_MAX_SIDE, captioner.config.model.encoder.image_size))
+    except ImageLoadError as error:
+        return Prediction(error=_unreadable_message(image, error))
+    beam_size = int(beam_size)
+    # The beam holds only `beam_size` hypotheses, so that is the most alternatives there are.
+    top_n = max(1, min(int(top_n), beam_size))
+    best = captioner.caption(picture, beam_size=beam_size, max_len=int(max_len), top_n=top_n)[0]
+    return Prediction(
+        text=best.text,
+        words=best.words,
+        log_prob=best.log_prob,
+        score=best.score,
+        finished=best.finished,
+        beam_size=beam_size,
+        alternatives=[(h.text, h.log_prob, h.score) for h in _ranked(best)],
+        image=picture,
+        overlays=[overlay(picture, attention) for attention in best.attention],
+        elapsed_ms=(time.perf_counter() - start) * 1000,
+    )
+
+
+def select_word(prediction: Prediction | None, index: int | None) -> Image.Image | None:
+    """The stored overlay of word `index` (None when there is no caption or no such word)."""
+    if prediction is None or not prediction.ok or index is None or not 0 <= int(index) < len(prediction.overlays):
+        return None
+    return prediction.overlays[int(index)]
+
+
+def load_upload(source: str | os.PathLike | bytes | Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """RGB copy of an upload, its long side at most `max_side` pixels; raises `ImageLoadError`.
+
+    A JPEG is decoded at a reduced scale (Pillow's `draft`: 1/2, 1/4 or 1/8 straight from the
+    DCT), which makes a 12-megapixel phone photo about 6x faster to load; everything else, and
+    any file Pillow cannot even open, goes to `load_image` whole, which says what is wrong.
+    """
+    jpeg = _open_jpeg(source)
+    if jpeg is None:
+        return display_copy(load_image(source), max_side)
+    with jpeg:
+        jpeg.draft("RGB", (max_side, max_side))
+        return display_copy(load_image(jpeg), max_side)
+
+
+def _open_jpeg(source: object) -> Image.Image | None:
+    """`source` opened (header only) if it is a path to a JPEG within Pillow's size limit, else None."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    with warnings.catch_warnings():
+        # A would-be decompression bomb is left to load_image, which refuses it by name.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(source)
+        except Exception:  # noqa: BLE001 - whatever the reason, load_image reports it properly
+            return None
+    if image.format != "JPEG":
+        image.close()
+        return None
+    return image
+
+
+def display_copy(image: Image.Image, max_side: int = DISPLAY_MAX_SIDE) -> Image.Image:
+    """`image` shrunk (never enlarged) so that its long side is at most `max_side` pixels."""
+    if max(image.size) <= max_side:
+        return image
+    shrunk = image.copy()
+    shrunk.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return shrunk
+
+
+def first_content_word(words: Sequence[str]) -> int:
+    """Index of the first word worth showing first (a colour, an object...), else 0."""
+    return next((i for i, word in enumerate(words) if word.lower() not in FUNCTION_WORDS), 0)
+
+
+def _ranked(best: CaptionResult) -> list[CaptionResult]:
+    return [best, *best.alternatives]
+
+
+def _unreadable_message(image: object, error: ImageLoadError) -> str:
+    """A message that names the file the person chose, not the server's temporary copy."""
+    name = Path(image).name if isinstance(image, (str, os.PathLike)) else "this image"
+    return (f"Could not read **{name}**: {error.problem}. "
+            "Please upload a JPEG, PNG, WebP, BMP, GIF or TIFF image.")
+
+
+def status_markdown(prediction: Prediction) -> str:
+    """One line under the caption: its scores and timing, or why there is no caption."""
+    if prediction.error == NO_IMAGE_MESSAGE:
+        return prediction.error
+    if not prediction.ok:
+        return f"⚠️ {prediction.error}"
+    parts = [
+        f"log-probability **{prediction.log_prob:.2f}**",
+        f"score **{prediction.score:.2f}**",
+        f"beam {prediction.beam_size}",
+        f"{len(prediction.words)} words",
+        f"{prediction.elapsed_ms:.0f} ms",
+    ]
+    ending = "" if prediction.finished else " (stopped at the maximum length)"
+    return " · ".join(parts) + ending
+
+
+def model_banner(captioner: Captioner) -> str:
+    """One line under the title saying which model answers, so no one mistakes what it knows."""
+    if _is_shapes_model(captioner):
+        return ("**Loaded: the bundled shapes model.** It was trained on synthetic images of coloured "
+                "shapes, so it describes every picture as coloured shapes, photos included. "
+                "See the model card at the bottom for how to load a COCO model.")
+    return f"**Loaded:** `{captioner.checkpoint}`, trained on {_dataset_description(captioner)}."
+
+
+def model_card(captioner: Captioner) -> str:
+    """Markdown: which checkpoint, trained on what, its architecture and its measured figures."""
+    config = captioner.config
+    encoder = config.model.encoder
+    checkpoint = ("bundled (`captioner/assets/shapes.pt`)" if captioner.checkpoint == "bundled"
+                  else f"`{captioner.checkpoint}`")
+    tuning = "frozen" if encoder.fine_tune == 0 else f"last {encoder.fine_tune} stage(s) fine-tuned"
+    rows = [
+        ("Checkpoint", checkpoint),
+        ("Trained on", f"{_dataset_description(captioner)}; data root `{config.data.root}`"),
+        ("Encoder", (f"{encoder.backbone} ({encoder.weights} weights), features from `{encoder.layer}`, "
+                     f"{encoder.image_size} px input → {encoder.grid} × {encoder.grid} grid, {tuning}")),
+        ("Decoder", (f"LSTM {config.model.decoder_dim}, {config.model.attention} attention, "
+                     f"{config.model.gate} gate{', deep output' if config.model.deep_output else ''}")),
+        ("Vocabulary", f"{len(captioner.vocab)} words"),
+        ("Device", str(captioner.device)),
+    ]
+    lines = [*(f"- **{name}:** {value}" for name, value in rows), ""]
+    lines += _figures_markdown(captioner.evaluation)
+    lines += [
+        "",
+        "**Captioning photos** needs a model trained on COCO (see the README, *Training on COCO*), then:",
+        "",
+        "```bash",
+        "captioner demo --checkpoint runs/coco/checkpoint_best.pt",
+        "```",
+    ]
+    return "\n".join(lines)
+
+
+def _figures_markdown(evaluation: dict) -> list[str]:
+    """Table of the figures measured when the checkpoint was exported (`captioner export --scores`)."""
+    metrics, shapes = evaluation.get("metrics", {}), evaluation.get("shapes", {})
+    if not metrics and not shapes:
+        return [("*No measured figures are stored with this checkpoint* (attach them with "
+                 "`captioner evaluate` then `captioner export --scores`).")]
+    figures = [
+        ("object recall (objects whose colour and shape the caption names)", shapes.get("object_recall")),
+        ("hallucination rate (named objects not in the image)", shapes.get("hallucination_rate")),
+        ("pointing accuracy (attention peak inside the named object)", shapes.get("grounding_pointing")),
+        ("attention mass inside the named object's box", shapes.get("grounding_mass")),
+        ("BLEU-4", metrics.get("Bleu_4")),
+        ("ROUGE-L", metrics.get("ROUGE_L")),
+        ("CIDEr-D", metrics.get("CIDEr")),
+    ]
+    decoding = evaluation.get("decoding", {})
+    method = f"beam {decoding['beam_size']}" if decoding.get("beam_size") else decoding.get("method", "")
+    where = f"{evaluation.get('num_images', '?')} {evaluation.get('split', '')} images"
+    lines = [f"**Measured figures** ({where}{', ' + method + ' decoding' if method else ''}):", "",
+             "| figure | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in figures if value is not None]
+    return lines
+
+
+def _is_shapes_model(captioner: Captioner) -> bool:
+    split_file = Path(captioner.config.data.split_file or "").name
+    return "shapes" in captioner.evaluation or split_file == "dataset_shapes.json"
+
+
+def _dataset_description(captioner: Captioner) -> str:
+    split_file = Path(captioner.config.data.split_file or "").name
+    if split_file in KNOWN_DATASETS:
+        return KNOWN_DATASETS[split_file]
+    if _is_shapes_model(captioner):
+        return KNOWN_DATASETS["dataset_shapes.json"]
+    return f"COCO-format captions under `{captioner.config.data.root}`"
+
+
+def example_images() -> list[Path]:
+    """The bundled example images, in a stable order."""
+    return sorted(EXAMPLES_DIR.glob("*.jpg"))
+
+
+def build_theme() -> gr.themes.Base:
+    """Gradio's default look with system fonts: a `GoogleFont` would make every visitor's
+    browser fetch fonts.googleapis.com, and plain `Font` entries emit no stylesheet at all."""
+    return gr.themes.Default(primary_hue="orange", secondary_hue="slate", font=SYSTEM_FONTS,
+                             font_mono=SYSTEM_MONO_FONTS)
+
+
+def launch_options() -> dict:
+    """Page-wide settings that Gradio 6 takes at launch time (theme, CSS, files it may serve);
+    `main` and the tests launch with the same ones."""
+    return {"theme": build_theme(), "css": CSS, "allowed_paths": [str(EXAMPLES_DIR)], "max_file_size": MAX_UPLOAD}
+
+
+def build_demo(captioner: Captioner) -> gr.Blocks:
+    """The page: upload or example → caption, scores, top-n table, per-word attention, model card."""
+    def on_caption(image, beam_size, max_len, top_n):
+        return _caption_updates(predict(captioner, image, beam_size, max_len, top_n))
+
+    with gr.Blocks(title="captioner: Show, Attend and Tell", analytics_enabled=False) as demo:
+        prediction = gr.State(None)
+        gr.Markdown("# Show, Attend and Tell: image captioning\n"
+                    "Upload an image: the model writes a caption, and for every word shows where in "
+                    "the image it looked.")
+        gr.Markdown(model_banner(captioner), elem_id="model-banner")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                upload = gr.File(label="Image to caption (JPEG, PNG, WebP, ...)", type="filepath",
+                                 elem_id="upload", height=110)
+                preview = gr.Image(label="Your image", type="pil", interactive=False, height=240,
+                                   elem_id="preview", buttons=[])
+                examples = gr.Examples(examples=[[str(path), str(path)] for path in example_images()],
+                            inputs=[upload, preview], visible_columns=[1],
+                            label="Or pick an example (shapes from a seed the model never saw)",
+                            examples_per_page=8)
+                with gr.Group():
+                    beam_size = gr.Slider(1, MAX_BEAM_SIZE, value=DEFAULT_BEAM_SIZE, step=1, label="Beam size",
+                                          info="1 is greedy decoding; a wider beam searches more captions")
+                    max_len = gr.Slider(3, MAX_CAPTION_WORDS, value=DEFAULT_MAX_LEN, step=1,
+                                        label="Maximum caption length (words)")
+                    top_n = gr.Slider(1, MAX_BEAM_SIZE, value=DEFAULT_TOP_N, step=1,
+                                      label="Captions to list",
+                                      info="the best ones from the beam (at most the beam size)")
+                button = gr.Button("Caption", variant="primary", elem_id="caption-button")
+            with gr.Column(scale=3):
+                caption = gr.Textbox(label="Caption", interactive=False, elem_id="caption", buttons=["copy"])
+                status = gr.Markdown(NO_IMAGE_MESSAGE, elem_id="status")
+                word = gr.Radio(choices=[], label="Words: pick one to see where the model looked for it",
+                                elem_id="words")
+                focus = gr.Image(label="Attention", type="pil", interactive=False, elem_id="overlay",
+                                 height=420, buttons=["download", "fullscreen"])
+        alternatives = gr.Dataframe(headers=["rank", "caption", "log-probability", "score"],
+                                    datatype=["number", "str", "number", "number"], interactive=False,
+                                    label="Best captions from the beam (score = log-probability after the "
+                                          "length penalty; this is what the beam ranks by)",
+                                    elem_id="alternatives")
+        gallery = gr.Gallery(label="Attention for every word", columns=8, height=330, fit_columns=False,
+                             object_fit="contain",
+                             elem_id="all-words", interactive=False)
+        with gr.Accordion("Model card: which model is loaded", open=True):
+            gr.Markdown(model_card(captioner), elem_id="model-card")
+
+        inputs = [upload, beam_size, max_len, top_n]
+        outputs = [caption, status, word, focus, alternatives, gallery, preview, prediction]
+        # One queue for every event that runs the model: on a small CPU, two captions computed
+        # at once are each slower than one after the other.
+        button.click(on_caption, inputs, outputs, api_name="caption", concurrency_id="model")
+        # Picking an example asks to see it captioned. An upload waits for the button, so that
+        # the settings can be chosen first, but it is checked and shown at once.
+        examples.load_input_event.then(on_caption, inputs, outputs, api_visibility="private",
+                                       concurrency_id="model")
+        upload.upload(_upload_updates, [upload], outputs, api_visibility="private")
+        upload.clear(_cleared_updates, None, outputs, api_visibility="private")
+        word.input(_word_update, [prediction, word], [focus], api_name="select_word")
+    return demo
+
+
+def _caption_updates(prediction: Prediction) -> tuple:
+    """Component updates for one prediction, in the order of `build_demo`'s `outputs`."""
+    if not prediction.ok:
+        return _empty_updates(status_markdown(prediction))
+    chosen = first_content_word(prediction.words)
+    return (
+        prediction.text,
+        status_markdown(prediction),
+        # Values are word positions, so a word that occurs twice ("a ... a") stays two choices.
+        gr.Radio(choices=[(w, i) for i, w in enumerate(prediction.words)], value=chosen),
+        _word_update(prediction, chosen),
+        [[rank, text, round(log_prob, 3), round(score, 3)]
+         for rank, (text, log_prob, score) in enumerate(prediction.alternatives, start=1)],
+        [(picture, f"{i + 1}. {w}") for i, (w, picture) in enumerate(zip(prediction.words, prediction.overlays,
+                                                                         strict=True))],
+        prediction.image,
+        prediction,
+    )
+
+
+def _upload_updates(path: str | None) -> tuple:
+    """Updates for a new upload, before it is captioned: shown if readable, explained if not."""
+    if path is None:
+        return _cleared_updates()
+    try:
+        picture = load_upload(path)
+    except ImageLoadError as error:
+        return _caption_updates(Prediction(error=_unreadable_message(path, error)))
+    return _empty_updates(f"**{Path(path).name}** is ready: press **Caption**.", preview=picture)
+
+
+def _cleared_updates() -> tuple:
+    """Updates for an emptied upload box: no image, no caption."""
+    return _empty_updates(NO_IMAGE_MESSAGE)
+
+
+def _empty_updates(status: str, preview: Image.Image | None = None) -> tuple:
+    """Updates that show no caption, `status` saying why; `preview` may show the upload."""
+    return ("", status, gr.Radio(choices=[], value=None), gr.Image(value=None, label="Attention"), [], [],
+            preview, None)
+
+
+def _word_update(prediction: Prediction | None, index: int | None) -> gr.Image:
+    picture = select_word(prediction, index)
+    if picture is None:
+        return gr.Image(value=None, label="Attention")
+    position = int(index)
+    return gr.Image(value=picture, label=f'Attention for "{prediction.words[position]}" '
+                                         f"(word {position + 1} of {len(prediction.words)})")
+
+
+def default_threads() -> int:
+    """Torch threads for the demo: half the cores. With torch's default (all cores) its threads
+    spin against the web server and whatever else runs: on 2 cores shared with a training job,
+    one caption took 36 ms with 1 thread but 2.7 s with 2 (on a quiet machine both took ~22 ms)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="captioner demo",
+        description="Web demo: upload an image, get its caption and per-word attention maps. Serves on "
+                    "127.0.0.1 only unless --host says otherwise; no request leaves this machine unless --share.",
+    )
+    parser.add_argument("--checkpoint",
+                        help="a checkpoint written by train or export (default: the bundled shapes model)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default 127.0.0.1; 0.0.0.0 serves the local network)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true",
+                        help="also create a temporary public link through Gradio's share servers (needs internet)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: half the cores, at least 1)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Load the model and serve the demo until interrupted (Ctrl-C). Exit code 2 for a bad
+    checkpoint, device, host or port."""
+    from captioner.backbones import WeightsUnavailableError  # noqa: PLC0415 - only needed to report errors
+    from captioner.checkpoint import CheckpointError  # noqa: PLC0415
+    from captioner.device import DeviceError  # noqa: PLC0415
+
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads or default_threads())
+    try:
+        captioner = Captioner.load(args.checkpoint, args.device)
+    except (CheckpointError, DeviceError, WeightsUnavailableError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    # The first caption pays for lazy initialisation in torch; let that be ours, not the first visitor's.
+    for example in example_images()[:1]:
+        predict(captioner, example)
+    demo = build_demo(captioner)
+    try:
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        print(f"error: cannot serve on {args.host}:{args.port}: {error}; choose another --port or --host",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
