@@ -110,8 +110,8 @@ def _shapes(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from captioner.atomic import AtomicFile  # noqa: PLC0415
     from captioner.coco_eval import evaluate_captions, format_table, load_annotations, load_results, load_split_file  # noqa: PLC0415
+    from captioner.evaluation import write_scores  # noqa: PLC0415
 
     java = False if args.no_java else None
     if args.results:
@@ -128,9 +128,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         output = Path(args.output or Path(args.results).with_name(Path(args.results).stem + "_scores.json"))
     else:
         report, output = _decode_and_score(args, java)
-    report["per_image"] = {str(i): scores for i, scores in report["per_image"].items()}
-    with AtomicFile(output) as handle:
-        json.dump(report, handle, indent=1)
+    write_scores(report, output)
     print(format_table(report))
     for name, value in report.get("shapes", {}).items():
         print(f"{name:<28} {value:>10.4f}")
@@ -142,11 +140,9 @@ def _decode_and_score(args: argparse.Namespace, java: bool | None) -> tuple[dict
     """Caption a split with a model, write the results file, and score it."""
     import dataclasses  # noqa: PLC0415
 
-    from captioner.coco_eval import GroundTruth, evaluate_captions  # noqa: PLC0415
     from captioner.config import DataConfig, load_config  # noqa: PLC0415
-    from captioner.data.coco import load_split  # noqa: PLC0415
     from captioner.decoding import DecodingOptions  # noqa: PLC0415
-    from captioner.evaluation import SHAPES_OBJECTS, decode_records, shapes_scores, write_results  # noqa: PLC0415
+    from captioner.evaluation import decode_and_score  # noqa: PLC0415
     from captioner.inference import Captioner  # noqa: PLC0415
 
     try:
@@ -160,27 +156,42 @@ def _decode_and_score(args: argparse.Namespace, java: bool | None) -> tuple[dict
         data = load_config(args.config).data if args.config else captioner.config.data
         if args.split_file:
             data = dataclasses.replace(data, split_file=args.split_file)
-    records = load_split(data, args.split)[: args.max_images]
-    decoded = decode_records(captioner, records, options, batch_size=args.batch_size,
-                             num_workers=args.num_workers, progress=not args.quiet)
-    texts = {i: c.text for i, c in decoded.items()}
     output = Path(args.output or "scores.json")
-    results = output.with_name(output.stem + "_results.json")
-    write_results(texts, results)
-    ground_truth = GroundTruth({r.image_id: list(r.captions) for r in records},
-                               f"{data.split_file or data.root} ({args.split})")
-    report = {
-        "checkpoint": captioner.checkpoint,
-        "split": args.split,
-        "ground_truth": ground_truth.source,
-        "results": str(results),
-        "decoding": dataclasses.asdict(options),
-        **evaluate_captions(ground_truth, texts, java),
-    }
-    objects_file = Path(data.root) / SHAPES_OBJECTS
-    if objects_file.is_file():
-        report["shapes"] = shapes_scores(decoded, objects_file)
+    report = decode_and_score(captioner, data, args.split, options, output.with_name(output.stem + "_results.json"),
+                              java=java, max_images=args.max_images, batch_size=args.batch_size,
+                              num_workers=args.num_workers, progress=not args.quiet)
     return report, output
+
+
+def _coco(args: argparse.Namespace) -> int:
+    from captioner.coco_download import check_coco, download_coco, format_check  # noqa: PLC0415
+
+    if args.coco_command == "check":
+        report = check_coco(args.root)
+        print(format_check(report))
+        return 0 if report["complete"] else 1
+    if args.coco_command == "download":
+        report = download_coco(args.root, mirror=args.mirror, files=args.files, progress=not args.quiet)
+        print(format_check(report["check"]))
+        return 0
+    from captioner.reproduce import reproduce  # noqa: PLC0415
+
+    run_dir = reproduce(args.root, args.config, args.set, beam_size=args.beam_size, mirror=args.mirror,
+                        download=not args.no_download, progress=not args.quiet)
+    print(f"run folder: {run_dir}  report: {run_dir / 'report' / 'index.md'}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from captioner.inference import Captioner  # noqa: PLC0415
+    from captioner.report import write_report  # noqa: PLC0415
+
+    captioner = Captioner.load(args.checkpoint, args.device) if args.checkpoint else None
+    path = write_report(args.run_dir, scores_path=args.scores, gallery_images=args.images,
+                        gallery_size=args.gallery_size, captioner=captioner, device=args.device,
+                        beam_size=args.beam_size)
+    print(f"report: {path}")
+    return 0
 
 
 def _demo(argv: list[str]) -> int:
@@ -211,13 +222,15 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors caused by what the user passed: reported in one line, without a traceback."""
     from captioner.backbones import WeightsUnavailableError  # noqa: PLC0415
     from captioner.checkpoint import CheckpointError  # noqa: PLC0415
+    from captioner.coco_download import DownloadError  # noqa: PLC0415
     from captioner.coco_eval import ResultsError  # noqa: PLC0415
     from captioner.config import ConfigError  # noqa: PLC0415
     from captioner.data.coco import DatasetError  # noqa: PLC0415
     from captioner.device import DeviceError  # noqa: PLC0415
     from captioner.images import ImageLoadError  # noqa: PLC0415
+    from captioner.report import ReportError  # noqa: PLC0415
 
-    return ConfigError, CheckpointError, DatasetError, DeviceError, ImageLoadError, ResultsError, UsageError, WeightsUnavailableError
+    return ConfigError, CheckpointError, DatasetError, DownloadError, DeviceError, ImageLoadError, ReportError, ResultsError, UsageError, WeightsUnavailableError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +322,48 @@ def build_parser() -> argparse.ArgumentParser:
                                            "--results); decoded captions go beside it as *_results.json")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_evaluate)
+
+    coco = commands.add_parser(
+        "coco", help="download COCO 2014 and reproduce the paper",
+        description="COCO 2014 for users who are online: download (resumable, checksummed), check what is "
+                    "present, or reproduce: download if missing → train the recipe → evaluate the Karpathy test "
+                    "split with beam search → write the run report. Every stage skips what is already done.",
+    )
+    coco_commands = coco.add_subparsers(dest="coco_command", required=True)
+    coco_download = coco_commands.add_parser("download", help="fetch and unpack COCO 2014 + Karpathy's split file")
+    coco_check = coco_commands.add_parser("check", help="say what COCO data a folder holds (exit 1 if incomplete)")
+    coco_reproduce = coco_commands.add_parser("reproduce", help="data → train → evaluate → report, resumable")
+    for sub in (coco_download, coco_check, coco_reproduce):
+        sub.add_argument("--root", required=True, help="COCO folder (gets annotations/, train2014/, val2014/, "
+                                                       "dataset_coco.json; downloads/ keeps the archives)")
+    for sub in (coco_download, coco_reproduce):
+        sub.add_argument("--mirror", help="base URL or local folder holding the archives, instead of the "
+                                          "official hosts")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+    coco_download.add_argument("--files", nargs="+", help="only these archives (e.g. annotations_trainval2014.zip)")
+    coco_reproduce.add_argument("--config", default="configs/coco_resnet101.yaml",
+                                help="recipe to train (default configs/coco_resnet101.yaml)")
+    coco_reproduce.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    coco_reproduce.add_argument("--beam-size", type=int, default=3, help="beam width for the test scores (default 3)")
+    coco_reproduce.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    coco.set_defaults(run=_coco)
+
+    report = commands.add_parser(
+        "report", help="write a Markdown report of a training run",
+        description="Write RUN_DIR/report/index.md: the resolved config, training and validation curves (PNG), "
+                    "the test scores beside the published soft-attention figures on COCO (Xu et al. 2015), "
+                    "the decoding speed, and a gallery of captions with per-word attention overlays. "
+                    "Uses the newest *scores*.json in RUN_DIR unless --scores is given.",
+    )
+    report.add_argument("run_dir", help="run folder written by train (config.yaml, metrics.jsonl, checkpoints)")
+    report.add_argument("--scores", help="scores JSON from `captioner evaluate` (default: newest *scores*.json in RUN_DIR)")
+    report.add_argument("--images", nargs="+", help="gallery images (default: the scored test images, "
+                                                    "else the first validation images)")
+    report.add_argument("--gallery-size", type=int, default=6, help="images in the gallery; 0 skips it (default 6)")
+    report.add_argument("--checkpoint", help="model for the gallery (default: RUN_DIR/checkpoint_best.pt, else _last)")
+    report.add_argument("--beam-size", type=int, help="beam width for the gallery (default: the scores' beam size, else 3)")
+    report.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    report.set_defaults(run=_report)
 
     commands.add_parser("demo", help="web demo: caption uploads, show per-word attention (captioner demo --help)",
                         add_help=False)

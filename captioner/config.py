@@ -77,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also save checkpoint_last every N steps; 0: at epoch ends only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    report: bool = True  # write RUN_DIR/report/ (curves, scores, attention gallery) when training ends
     seed: int = 0
 
 

@@ -5,6 +5,7 @@ Used by validation during training and by `captioner evaluate`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,8 @@ from tqdm import tqdm
 
 from captioner.atomic import AtomicFile
 from captioner.coco_eval import GroundTruth, evaluate_captions
-from captioner.data.coco import DatasetError, ImageRecord
+from captioner.config import DataConfig
+from captioner.data.coco import DatasetError, ImageRecord, load_split
 from captioner.data.shapes import load_objects
 from captioner.decoding import DecodingOptions
 from captioner.inference import CaptionResult, Captioner
@@ -69,3 +71,45 @@ def write_results(texts: dict[int, str], path: Path) -> None:
     """COCO results format: [{"image_id": int, "caption": str}, ...]."""
     with AtomicFile(path) as handle:
         json.dump([{"image_id": i, "caption": t} for i, t in sorted(texts.items())], handle, indent=1)
+
+
+def write_scores(report: dict, path: Path) -> None:
+    """The report of `evaluate_captions` as JSON (image ids become strings there), atomically."""
+    report = {**report, "per_image": {str(i): scores for i, scores in report.get("per_image", {}).items()}}
+    with AtomicFile(path) as handle:
+        json.dump(report, handle, indent=1)
+
+
+def decode_and_score(
+    captioner: Captioner,
+    data: DataConfig,
+    split: str,
+    options: DecodingOptions,
+    results_path: Path,
+    java: bool | None = None,
+    max_images: int | None = None,
+    batch_size: int = 64,
+    num_workers: int = 2,
+    progress: bool = False,
+) -> dict:
+    """Caption a split, write the captions as a COCO results file, and score them with the
+    official metrics (plus grounding on a shapes dataset). Returns the report."""
+    records = load_split(data, split)[:max_images]
+    decoded = decode_records(captioner, records, options, batch_size=batch_size, num_workers=num_workers,
+                             progress=progress)
+    texts = {i: c.text for i, c in decoded.items()}
+    write_results(texts, results_path)
+    ground_truth = GroundTruth({r.image_id: list(r.captions) for r in records},
+                               f"{data.split_file or data.root} ({split})")
+    report = {
+        "checkpoint": captioner.checkpoint,
+        "split": split,
+        "ground_truth": ground_truth.source,
+        "results": str(results_path),
+        "decoding": dataclasses.asdict(options),
+        **evaluate_captions(ground_truth, texts, java),
+    }
+    objects_file = Path(data.root) / SHAPES_OBJECTS
+    if objects_file.is_file():
+        report["shapes"] = shapes_scores(decoded, objects_file)
+    return report

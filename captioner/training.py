@@ -34,6 +34,7 @@ from captioner.device import autocast, resolve_device
 from captioner.evaluation import decode_records, score_captions
 from captioner.inference import Captioner
 from captioner.model import CaptionModel, caption_loss
+from captioner.report import report_after_fit
 from captioner.vocab import Vocabulary
 
 
@@ -303,6 +304,8 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
                 tqdm.write(f"early stopping: no {config.train.val_metric} gain in "
                            f"{state.epochs_without_improvement} epochs")
                 break
+    if config.train.report and not stop.requested:  # Ctrl-C means "stop now", not "draw plots"
+        report_after_fit(run_dir, device)
     return run_dir
 
 
