@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup system-deps test run demo shapes-model bench clean
+.PHONY: setup system-deps test run demo shapes-model coco-reproduce bench clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ shapes-model: setup
 		--split-file data/shapes_test/dataset_shapes.json --split test --output $(SHAPES_RUN)/test_scores.json
 	$(VENV)/bin/captioner export $(SHAPES_RUN)/checkpoint_best.pt captioner/assets/shapes.pt \
 		--scores $(SHAPES_RUN)/test_scores.json
+
+# From nothing to a scored COCO model with a report; re-running skips or resumes finished stages.
+COCO ?= data/coco
+coco-reproduce: setup
+	$(VENV)/bin/captioner coco reproduce --root $(COCO) --config configs/coco_resnet101.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
