@@ -250,7 +250,8 @@ def evaluate_captions(
     candidates = {image_id: results[image_id] for image_id in image_ids}
     timings: dict[str, float] = {}
     notes = [] if java_path else [(
-        "METEOR and SPICE omitted and captions tokenized in Python, because Java is not available; "
+        "METEOR and SPICE omitted and captions tokenized in Python, because Java is "
+        f"{'not used (java=False / --no-java)' if java is False else 'not available'}; "
         "BLEU, ROUGE-L and CIDEr are close to, but not exactly, the official COCO figures"
     )]
     if java_path:
