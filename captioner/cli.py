@@ -1,6 +1,7 @@
-"""The `captioner` command: train, caption, shapes, evaluate, export.
+"""The `captioner` command: train, caption, shapes, evaluate, coco, report, demo, export.
 
-Exit codes: 0 success; 1 some inputs failed (each reported); 2 bad usage or configuration.
+Exit codes: 0 success; 1 some inputs failed (each reported); 2 bad usage or configuration;
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def _caption(args: argparse.Namespace) -> int:
     failed = succeeded = 0
     progress = tqdm(total=len(paths), unit="img", desc="captioning", disable=args.quiet, file=sys.stderr)
     try:
-        results = (CaptionResult(source=item, error=f"{item}: {problem}") for item, problem in problems)
-        for result in itertools.chain(results, captioner.caption_files(paths, options, args.batch_size,
-                                                                       args.num_workers)):
+        unmatched = (CaptionResult(source=item, error=f"{item}: {problem}") for item, problem in problems)
+        captioned = captioner.caption_files(paths, options, args.batch_size, args.num_workers)
+        for result in itertools.chain(unmatched, captioned):
             overlay = None
             if args.attention_dir and result.ok:
                 overlay = _overlay_path(Path(args.attention_dir), result.source, overlay_names)
@@ -62,7 +63,7 @@ def _caption(args: argparse.Namespace) -> int:
                 tqdm.write(f"error: {problem}", file=sys.stderr)
             else:
                 succeeded += 1
-            progress.update(result.source in paths)
+            progress.update(succeeded + failed > len(problems))  # the bar counts files; problems come first
     except KeyboardInterrupt:
         writer.close()
         progress.close()
