@@ -41,10 +41,10 @@ def test_bundled_model_names_the_objects_in_the_examples(bundled):
         total += sum(expected.values())
         if len(objects[name]) == 1:  # lone objects are always named exactly
             assert found == expected, (name, caption)
-    # The model still swaps colours between objects in some 3-object scenes (README: recall
-    # about 0.9 on 1,000 test images); on these 18 objects it must name most and invent few.
-    assert named / total >= 0.7, captions
-    assert invented / total <= 0.3, captions
+    # The model still gets an object wrong in some multi-object scenes (README: recall 0.94,
+    # hallucination 0.06 on 1,000 test images); on these 18 objects it must name most, invent few.
+    assert named / total >= 0.8, captions
+    assert invented / total <= 0.2, captions
 
 
 def test_caption_command_defaults_to_the_bundled_model(tmp_path):
@@ -64,5 +64,5 @@ def test_readme_python_example_runs_and_names_the_objects():
     lines = result.stdout.splitlines()
     assert len(lines) == 4  # caption + score, attention shape, for each of the two images
     assert Counter(parse_caption(lines[0].rsplit(" ", 1)[0])) == Counter(
-        (o["colour"], o["shape"]) for o in json.loads((EXAMPLES / "objects.json").read_text())["shapes_1.jpg"])
-    assert lines[1].startswith("torch.Size([") and lines[1].endswith(", 12, 12])")
+        (o["colour"], o["shape"]) for o in json.loads((EXAMPLES / "objects.json").read_text())["shapes_5.jpg"])
+    assert lines[1].startswith("torch.Size([") and lines[1].endswith(", 14, 14])")
