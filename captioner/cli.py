@@ -31,14 +31,12 @@ def _caption(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # noqa: PLC0415
 
     from captioner.batch import ResultWriter, expand_inputs, load_image_ids  # noqa: PLC0415
-    from captioner.decoding import DecodingOptions  # noqa: PLC0415
     from captioner.images import load_image  # noqa: PLC0415
     from captioner.inference import CaptionResult, Captioner  # noqa: PLC0415
     from captioner.visualize import save_overlays  # noqa: PLC0415
 
+    options = _decoding_options(args)
     try:
-        options = DecodingOptions(beam_size=args.beam_size, max_len=args.max_len, min_len=args.min_len,
-                                  length_penalty=args.length_penalty, top_n=args.top_n)
         ids = load_image_ids(args.ids) if args.ids else None
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -79,6 +77,28 @@ def _caption(args: argparse.Namespace) -> int:
     print(f"captioned {succeeded} of {total} inputs, {failed} failed"
           + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def _decoding_options(args: argparse.Namespace):
+    """The decoding options of `caption` and `evaluate`; a bad value is a usage error."""
+    from captioner.decoding import DecodingOptions  # noqa: PLC0415
+
+    try:
+        return DecodingOptions(beam_size=args.beam_size, max_len=args.max_len, min_len=args.min_len,
+                               length_penalty=args.length_penalty, top_n=args.top_n)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """Beam search options shared by `caption` and `evaluate`."""
+    parser.add_argument("--beam-size", type=int, default=3, help="beam width; 1 is greedy decoding (default 3)")
+    parser.add_argument("--max-len", type=int, default=20, help="maximum words per caption (default 20)")
+    parser.add_argument("--min-len", type=int, default=1, help="minimum words per caption (default 1)")
+    parser.add_argument("--length-penalty", type=float, default=0.0,
+                        help="alpha of the ((5+n)/6)^alpha length normalisation; 0 ranks by log-probability "
+                             "(default 0)")
+    parser.add_argument("--top-n", type=int, default=1, help="also report the next best captions (default 1)")
 
 
 def _overlay_path(folder: Path, source: str, taken: set[str]) -> Path:
@@ -142,14 +162,10 @@ def _decode_and_score(args: argparse.Namespace, java: bool | None) -> tuple[dict
     import dataclasses  # noqa: PLC0415
 
     from captioner.config import DataConfig, load_config  # noqa: PLC0415
-    from captioner.decoding import DecodingOptions  # noqa: PLC0415
     from captioner.evaluation import decode_and_score  # noqa: PLC0415
     from captioner.inference import Captioner  # noqa: PLC0415
 
-    try:
-        options = DecodingOptions(beam_size=args.beam_size, max_len=args.max_len, length_penalty=args.length_penalty)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    options = _decoding_options(args)
     captioner = Captioner.load(args.checkpoint, args.device)
     if args.data_root:
         data = DataConfig(root=args.data_root, split_file=args.split_file)
@@ -258,12 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     caption.add_argument("images", nargs="+", help="image files, folders, glob patterns or @list.txt")
     caption.add_argument("--checkpoint", help="a checkpoint written by train or export (default: the bundled shapes model)")
-    caption.add_argument("--beam-size", type=int, default=3, help="beam width; 1 is greedy decoding (default 3)")
-    caption.add_argument("--max-len", type=int, default=20, help="maximum words per caption (default 20)")
-    caption.add_argument("--min-len", type=int, default=1, help="minimum words per caption (default 1)")
-    caption.add_argument("--length-penalty", type=float, default=0.0,
-                         help="alpha of the ((5+n)/6)^alpha length normalisation; 0 ranks by log-probability (default 0)")
-    caption.add_argument("--top-n", type=int, default=1, help="also report the next best captions (default 1)")
+    _add_decoding_arguments(caption)
     caption.add_argument("--batch-size", type=int, default=32, help="images per batch (default 32)")
     caption.add_argument("--num-workers", type=int, default=2, help="image loading processes (default 2)")
     caption.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
@@ -311,9 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split-file", help="Karpathy split JSON, e.g. dataset_coco.json")
     evaluate.add_argument("--split", default="test", help="split to score (default test)")
     evaluate.add_argument("--max-images", type=int, help="caption only the first N images of the split")
-    evaluate.add_argument("--beam-size", type=int, default=3, help="beam width; 1 is greedy decoding (default 3)")
-    evaluate.add_argument("--max-len", type=int, default=20, help="maximum words per caption (default 20)")
-    evaluate.add_argument("--length-penalty", type=float, default=0.0, help="length normalisation alpha (default 0)")
+    _add_decoding_arguments(evaluate)
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--num-workers", type=int, default=2, help="image loading processes (default 2)")
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")

@@ -53,7 +53,15 @@ class Encoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        grid = self.pool(self.backbone(images.contiguous(memory_format=torch.channels_last)))  # (B, D, grid, grid)
+        """images (B, 3, S, S) → features (B, P, D).
+
+        On a CPU, images go through the backbone one at a time: oneDNN's depthwise convolutions
+        are memory-bound there, and EfficientNet-Lite0 up to blocks.3 cost 8.5 ms per 224 px
+        image at batch 1 against 21.5 ms per image at batch 32 (2-core machine; ResNet-50 was
+        the same at any batch size)."""
+        images = images.contiguous(memory_format=torch.channels_last)
+        chunks = images.split(1) if images.device.type == "cpu" else (images,)
+        grid = torch.cat([self.pool(self.backbone(chunk)) for chunk in chunks])  # (B, D, grid, grid)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
 
 
