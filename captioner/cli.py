@@ -1,4 +1,4 @@
-"""The `captioner` command: train, caption, shapes, evaluate, coco, report, demo, export.
+"""The `captioner` command: train, caption, shapes, evaluate, coco, features, report, demo, export.
 
 Exit codes: 0 success; 1 some inputs failed (each reported); 2 bad usage or configuration;
 130 interrupted.
@@ -28,6 +28,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
+    from captioner.distributed import start_processes  # noqa: PLC0415
+
+    processes, device = start_processes(args.device)
+    try:
+        return _caption_share(args, processes, device)
+    finally:
+        processes.close()
+
+
+def _caption_share(args: argparse.Namespace, processes, device) -> int:
+    """Caption this process's share of the inputs. Under torchrun every process captions a
+    contiguous share and rank 0 writes them all, in input order, to the one output."""
+    import dataclasses  # noqa: PLC0415
+
     from tqdm import tqdm  # noqa: PLC0415
 
     from captioner.batch import ResultWriter, expand_inputs, load_image_ids  # noqa: PLC0415
@@ -41,12 +55,25 @@ def _caption(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     paths, problems = expand_inputs(args.images, args.recursive)
+    paths, problems = processes.shard(paths), problems if processes.main else []
     output_format = args.format or ("csv" if str(args.output).endswith(".csv") else "jsonl")
-    captioner = Captioner.load(args.checkpoint, args.device)
-    writer = ResultWriter(args.output, output_format, ids, alternatives=args.top_n > 1)
+    captioner = Captioner.load(args.checkpoint, device)
+    writer = ResultWriter(args.output, output_format, ids, alternatives=args.top_n > 1) if processes.main else None
+    held: list[tuple[CaptionResult, str | None]] = []  # a non-main process's results, for rank 0 to write
     overlay_names: set[str] = set()
     failed = succeeded = 0
-    progress = tqdm(total=len(paths), unit="img", desc="captioning", disable=args.quiet, file=sys.stderr)
+
+    def record(result: CaptionResult, overlay: Path | None) -> None:
+        nonlocal failed, succeeded
+        problem = writer.write(result, str(overlay) if overlay else None)
+        if problem:
+            failed += 1
+            tqdm.write(f"error: {problem}", file=sys.stderr)
+        else:
+            succeeded += 1
+
+    progress = tqdm(total=len(paths), unit="img", desc="captioning", disable=args.quiet or not processes.main,
+                    file=sys.stderr)
     try:
         unmatched = (CaptionResult(source=item, error=f"{item}: {problem}") for item, problem in problems)
         captioned = captioner.caption_files(paths, options, args.batch_size, args.num_workers)
@@ -55,24 +82,29 @@ def _caption(args: argparse.Namespace) -> int:
             if args.attention_dir and result.ok:
                 overlay = _overlay_path(Path(args.attention_dir), result.source, overlay_names)
                 save_overlays(load_image(result.source), result.words, result.attention, overlay)
-            problem = writer.write(result, str(overlay) if overlay else None)
-            if problem:
-                failed += 1
-                tqdm.write(f"error: {problem}", file=sys.stderr)
+            if writer is None:
+                held.append((dataclasses.replace(result, attention=None), str(overlay) if overlay else None))
             else:
-                succeeded += 1
-            progress.update(succeeded + failed > len(problems))  # the bar counts files; problems come first
+                record(result, overlay)
+            progress.update(len(held) + succeeded + failed > len(problems))  # the bar counts files; problems come first
     except KeyboardInterrupt:
-        writer.close()
+        if writer is not None:
+            writer.close()
         progress.close()
         print(f"interrupted: {succeeded} captioned, {failed} failed, the rest not started; "
               f"{args.output or 'stdout'} holds the records so far", file=sys.stderr)
         return 130
     except BaseException:
-        writer.discard()
+        if writer is not None:
+            writer.discard()
         raise
-    writer.close()
     progress.close()
+    shares = processes.gather(held)
+    if writer is None:
+        return 0  # rank 0 reports for everyone
+    for result, overlay in itertools.chain.from_iterable(shares[1:]):
+        record(result, overlay)
+    writer.close()
     total = succeeded + failed
     print(f"captioned {succeeded} of {total} inputs, {failed} failed"
           + (f"; wrote {args.output}" if args.output else ""), file=sys.stderr)
@@ -226,6 +258,57 @@ def _demo(argv: list[str]) -> int:
     return module.main(argv)
 
 
+def _features(args: argparse.Namespace) -> int:
+    from captioner import feature_cache  # noqa: PLC0415
+    from captioner.config import load_config  # noqa: PLC0415
+    from captioner.device import resolve_device  # noqa: PLC0415
+    from captioner.model import Encoder  # noqa: PLC0415
+
+    config = load_config(args.config, args.set)
+    if config.model.encoder.fine_tune:
+        raise UsageError(f"model.encoder.fine_tune is {config.model.encoder.fine_tune}: an encoder that trains "
+                         "changes its features at every step, so they cannot be cached; use a frozen encoder "
+                         "(--set model.encoder.fine_tune=0) or train from images (data.cache_features=false)")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    encoder = Encoder(config.model.encoder).to(device)  # no vocabulary needed: the decoder is not built
+    num_workers = config.data.num_workers if args.num_workers is None else args.num_workers
+    out = Path(args.out).resolve()
+    try:
+        for name, records in _feature_splits(config, args.splits):
+            features = feature_cache.open_or_build(
+                encoder, config.model.encoder, records, out, name, device, batch_size=args.batch_size,
+                num_workers=num_workers, amp=config.train.amp, overwrite=args.overwrite, progress=not args.quiet)
+            N, P, D = features.shape
+            folder = feature_cache.cache_folder(out, name, config.model.encoder, records)
+            print(f"{name}: {folder} ({N} images x {P} cells x {D} features, "
+                  f"{feature_cache.human_size(feature_cache.size_estimate(N, P, D))})")
+    except KeyboardInterrupt:
+        print("interrupted: the images encoded so far are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    print(f"to train on these features, pass the same --config and --set options to train, plus:\n"
+          f"  --set data.feature_cache_dir={out} data.cache_features=true")
+    return 0
+
+
+def _feature_splits(config, splits: list[str] | None):
+    """(cache name, records) of each split, named and cut as fit() does for its own caches, so
+    that training finds them: the config's val split is capped at data.val_max_images."""
+    from captioner.data.coco import load_split  # noqa: PLC0415
+
+    if not splits:
+        splits = [config.data.train_split, config.data.val_split]
+    for split in dict.fromkeys(splits):  # a split named twice is encoded once
+        if split == config.data.train_split:
+            yield "train", load_split(config.data, split)
+        elif split == config.data.val_split:
+            yield "val", load_split(config.data, split)[: config.data.val_max_images]
+        else:
+            yield split, load_split(config.data, split)
+
+
 def _export(args: argparse.Namespace) -> int:
     from captioner.checkpoint import export_checkpoint  # noqa: PLC0415
 
@@ -244,10 +327,12 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from captioner.config import ConfigError  # noqa: PLC0415
     from captioner.data.coco import DatasetError  # noqa: PLC0415
     from captioner.device import DeviceError  # noqa: PLC0415
+    from captioner.feature_cache import FeatureCacheError  # noqa: PLC0415
     from captioner.images import ImageLoadError  # noqa: PLC0415
     from captioner.report import ReportError  # noqa: PLC0415
 
-    return ConfigError, CheckpointError, DatasetError, DownloadError, DeviceError, ImageLoadError, ReportError, ResultsError, UsageError, WeightsUnavailableError
+    return (ConfigError, CheckpointError, DatasetError, DownloadError, DeviceError, FeatureCacheError, ImageLoadError,
+            ReportError, ResultsError, UsageError, WeightsUnavailableError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -374,6 +459,34 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--beam-size", type=int, help="beam width for the gallery (default: the scores' beam size, else 3)")
     report.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     report.set_defaults(run=_report)
+
+    features = commands.add_parser(
+        "features", help="encode a dataset's images once into a feature cache for training",
+        description="Encode every image of the given splits with the config's frozen encoder and store the "
+                    "features as float16 in DIR/<split>_<key>/: features.f16 (raw (N, P, D) float16, "
+                    "memory-mapped by training, never loaded whole) and index.json (encoder config, image "
+                    "list, shape, images completed). The key is a hash of the encoder config and the image "
+                    "list, so training with the same config finds the cache: pass --set "
+                    "data.feature_cache_dir=DIR data.cache_features=true to train. The disk size is printed "
+                    "before encoding starts, and the command stops at once if the disk is too small. An "
+                    "interrupted run resumes where it stopped when run again; a cache of another encoder "
+                    "config or image list is never mixed in (--overwrite replaces it).",
+    )
+    features.add_argument("--config", required=True, help="recipe YAML, e.g. configs/coco_resnet101.yaml")
+    features.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                          help="config overrides, as for train (the model.encoder keys decide the features)")
+    features.add_argument("--out", required=True, metavar="DIR", help="cache root folder")
+    features.add_argument("--splits", nargs="+", metavar="SPLIT",
+                          help="splits to encode (default: the config's data.train_split and data.val_split; "
+                               "the val split is capped at data.val_max_images, as in training)")
+    features.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default 64)")
+    features.add_argument("--num-workers", type=int,
+                          help="image loading processes (default: the config's data.num_workers)")
+    features.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    features.add_argument("--overwrite", action="store_true",
+                          help="delete existing caches of these splits and encode again")
+    features.add_argument("--quiet", action="store_true", help="no progress bar")
+    features.set_defaults(run=_features)
 
     commands.add_parser("demo", help="web demo: caption uploads, show per-word attention (captioner demo --help)",
                         add_help=False)

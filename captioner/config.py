@@ -77,6 +77,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # also save checkpoint_last every N steps; 0: at epoch ends only
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    # Fast paths (each gives the plain path's numbers; tests/test_fast_paths.py checks it):
+    fused_decoder: bool = True  # per-image work once per image, all-steps projections in one product
+    compile: bool = False  # torch.compile the fused decoder's recurrent step (needs a C++ compiler)
     report: bool = True  # write RUN_DIR/report/ (curves, scores, attention gallery) when training ends
     seed: int = 0
 

@@ -147,7 +147,10 @@ class Captioner:
         loader = DataLoader(_ImageFiles(paths, self.model.encoder.preprocess), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate,
                             pin_memory=self.device.type == "cuda", persistent_workers=False,
-                            prefetch_factor=4 if num_workers else None)
+                            prefetch_factor=4 if num_workers else None,
+                            # its own generator: without one, a DataLoader draws its seed from the
+                            # global RNG, so validating from images moved training's dropout masks
+                            generator=torch.Generator().manual_seed(0))
         for items in loader:
             readable = [(index, pixels) for index, pixels, _ in items if pixels is not None]
             captioned = {}

@@ -138,6 +138,7 @@ class Decoder(nn.Module):
             self.out = nn.Linear(E, vocab_size)
         else:
             self.out = nn.Linear(H, vocab_size)
+        self._compiled_step = None
 
     def begin(
         self, features: torch.Tensor
@@ -171,34 +172,99 @@ class Decoder(nn.Module):
         return logits, (h, c), alpha
 
     def forward(
-        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
+        self,
+        features: torch.Tensor,
+        captions: torch.Tensor,
+        lengths: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        fused: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing. features (B, P, D), captions (B, T) with <start>…<end> and padding,
-        lengths (B,) counting <start> and <end> → logits (B, T-1, V), alphas (B, T-1, P).
+        """Teacher forcing. features (B, P, D), captions (N, T) with <start>…<end> and padding,
+        lengths (N,) counting <start> and <end>, image_index (N,) naming each caption's image
+        (None: N = B, caption i belongs to image i) → logits (N, T-1, V), alphas (N, T-1, P).
 
         Captions are processed longest first and each step only advances those still running,
         so no compute is spent on padding; padded positions of the outputs are zero.
+
+        `fused` gives the same numbers faster: the per-image work (feature norm, attention keys,
+        initial state) runs once per image rather than once per caption, and everything that
+        does not depend on the recurrence (the embedding's share of the LSTM gates, the deep
+        output and the vocabulary projection) runs as one matrix product over all steps, so the
+        time loop holds only attention and the LSTM's recurrent product.
         """
+        if image_index is None:
+            image_index = torch.arange(len(captions), device=captions.device)
         steps = lengths - 1
         order = steps.argsort(descending=True)
-        features, keys, (h, c) = self.begin(features[order])
-        captions, steps = captions[order], steps[order]
-        B, T = captions.shape
+        captions, steps, image_index = captions[order], steps[order], image_index[order]
+        N, T = captions.shape
         running_per_step = (steps.unsqueeze(0) > torch.arange(T - 1, device=steps.device).unsqueeze(1)).sum(1)
-        step_logits, step_alphas = [], []
-        for t, n in enumerate(running_per_step.tolist()):
-            logits_t, (h, c), alpha_t = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
-            # padding rows are appended, not written into a preallocated tensor: in-place slice
-            # writes would make backward copy the whole (B, T-1, V) gradient at every step
-            step_logits.append(F.pad(logits_t, (0, 0, 0, B - n)))
-            step_alphas.append(F.pad(alpha_t, (0, 0, 0, B - n)))
-        logits, alphas = torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1)
+        running_per_step = running_per_step.tolist()
+        if fused:
+            logits, alphas = self._teacher_forcing_fused(features, captions, image_index, running_per_step)
+        else:
+            logits, alphas = self._teacher_forcing_stepwise(features[image_index], captions, running_per_step)
         inverse = order.argsort()
         return logits[inverse], alphas[inverse]
 
+    def _teacher_forcing_stepwise(self, features, captions, running_per_step):
+        """The plain path: one `step` per time step. features (N, P, D) in caption order."""
+        features, keys, (h, c) = self.begin(features)
+        N = len(captions)
+        step_logits, step_alphas = [], []
+        for t, n in enumerate(running_per_step):
+            logits_t, (h, c), alpha_t = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
+            # padding rows are appended, not written into a preallocated tensor: in-place slice
+            # writes would make backward copy the whole (N, T-1, V) gradient at every step
+            step_logits.append(F.pad(logits_t, (0, 0, 0, N - n)))
+            step_alphas.append(F.pad(alpha_t, (0, 0, 0, N - n)))
+        return torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1)
+
+    def _recurrent_step(self, h, c, keys, features, gates_in, weight_context):
+        """The part of a step that depends on the previous one: (h, c) each (N, H), keys (N, P, A),
+        features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P)."""
+        context, alpha = self.attention(keys, features, h)
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(h)) * context
+        gates = gates_in + F.linear(context, weight_context) + F.linear(h, self.lstm.weight_hh)
+        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTMCell's order
+        c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
+        h = torch.sigmoid(out_gate) * torch.tanh(c)
+        return h, c, context, alpha
+
+    def compile_step(self) -> None:
+        """Compile the fused path's recurrent step with torch.compile (its elementwise work then
+        runs as a few fused kernels). The batch shrinks from step to step, hence dynamic shapes."""
+        self._compiled_step = torch.compile(self._recurrent_step, dynamic=True)
+
+    def _teacher_forcing_fused(self, features, captions, image_index, running_per_step):
+        """The fast path. features (B, P, D) per image, captions (N, T) longest first."""
+        features, keys, (h, c) = self.begin(features)
+        features, keys, h, c = features[image_index], keys[image_index], h[image_index], c[image_index]
+        N, E = len(captions), self.embedding.embedding_dim
+        embedded = self.embedding(captions[:, :-1])  # (N, T-1, E)
+        weight_embedded, weight_context = self.lstm.weight_ih.split([E, features.shape[-1]], dim=1)
+        gates_in = F.linear(embedded, weight_embedded, self.lstm.bias_ih + self.lstm.bias_hh)  # (N, T-1, 4H)
+        hiddens, contexts, alphas = [], [], []
+        recurrent_step = self._compiled_step or self._recurrent_step
+        for t, n in enumerate(running_per_step):
+            h, c, context, alpha = recurrent_step(h[:n], c[:n], keys[:n], features[:n], gates_in[:n, t], weight_context)
+            hiddens.append(F.pad(h, (0, 0, 0, N - n)))
+            contexts.append(F.pad(context, (0, 0, 0, N - n)))
+            alphas.append(F.pad(alpha, (0, 0, 0, N - n)))
+        hiddens, contexts = torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)  # (N, T-1, H), (N, T-1, D)
+        real = torch.arange(N, device=hiddens.device).unsqueeze(1) < torch.tensor(
+            running_per_step, device=hiddens.device)  # (N, T-1): captions are longest first
+        if self.deep_output:
+            outputs = embedded[real] + self.out_hidden(hiddens[real]) + self.out_context(contexts[real])
+        else:
+            outputs = hiddens[real]
+        logits = self.out(self.dropout(outputs))  # (real tokens, V)
+        return logits.new_zeros(*real.shape, logits.shape[-1]).index_put((real,), logits), torch.stack(alphas, dim=1)
+
 
 class CaptionModel(nn.Module):
-    """Encoder + Decoder. images (B, 3, S, S), captions (B, T), lengths (B,) → logits, alphas."""
+    """Encoder + Decoder: `forward` is one teacher-forced pass (what DistributedDataParallel wraps)."""
 
     def __init__(self, config: ModelConfig, vocab_size: int):
         super().__init__()
@@ -207,9 +273,19 @@ class CaptionModel(nn.Module):
         self.decoder = Decoder(vocab_size, self.encoder.feature_dim, config)
 
     def forward(
-        self, images: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
+        self,
+        inputs: torch.Tensor,
+        captions: torch.Tensor,
+        lengths: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        cached: bool = False,
+        fused: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.decoder(self.encoder(images), captions, lengths)
+        """inputs: images (B, 3, S, S), or their cached features (B, P, D) when `cached`;
+        captions (N, T), lengths (N,), image_index (N,) as in `Decoder.forward` → logits
+        (N, T-1, V), alphas (N, T-1, P)."""
+        features = inputs.float() if cached else self.encoder(inputs)
+        return self.decoder(features, captions, lengths, image_index, fused)
 
     def portable_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights a checkpoint must carry: a frozen pretrained encoder is rebuilt from its

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import json
 import signal
 import time
@@ -16,21 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from captioner import feature_cache
 from captioner.checkpoint import load_checkpoint, save_checkpoint
 from captioner.config import Config, save_config
 from captioner.decoding import DecodingOptions
 from captioner.data.coco import (
     CaptionDataset,
     EpochBatchSampler,
-    ImageDataset,
     ImageRecord,
     collate_captions,
     load_split,
 )
-from captioner.device import autocast, resolve_device
+from captioner.device import autocast
+from captioner.distributed import Processes, start_processes
 from captioner.evaluation import decode_records, score_captions
 from captioner.inference import Captioner
 from captioner.model import CaptionModel, caption_loss
@@ -38,50 +38,31 @@ from captioner.report import report_after_fit
 from captioner.vocab import Vocabulary
 
 
-@torch.no_grad()
-def encode_images(
-    model: CaptionModel,
-    records: Sequence[ImageRecord],
-    device: torch.device,
-    batch_size: int = 64,
-    num_workers: int = 0,
-    amp: bool = True,
-    desc: str = "encoding",
-) -> torch.Tensor:
-    """Encoder features of every record, (N, P, D) float16 on the CPU (the feature cache)."""
-    loader = DataLoader(
-        ImageDataset(records, model.encoder.preprocess), batch_size=batch_size, num_workers=num_workers
-    )
-    model.encoder.eval()
-    chunks = []
-    for _, pixels in tqdm(loader, desc=desc, unit="batch", leave=False):
-        with autocast(device, amp):
-            chunks.append(model.encoder(pixels.to(device)).to("cpu", torch.float16))
-    return torch.cat(chunks)
-
-
 def cached_features(
     model: CaptionModel, records: Sequence[ImageRecord], cache_dir: Path, split: str, device: torch.device,
     config: Config,
 ) -> torch.Tensor:
-    """`encode_images` of records, stored in `cache_dir` under a key of the encoder config and
-    the image paths, so a resumed run or another recipe with the same encoder reuses them."""
-    identity = json.dumps([dataclasses.asdict(config.model.encoder), [str(r.path) for r in records]])
-    path = cache_dir / f"features_{split}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}.pt"
-    if path.is_file():
-        return load_checkpoint(path)["features"]
-    features = encode_images(model, records, device, num_workers=config.data.num_workers, amp=config.train.amp,
-                             desc=f"encoding {split} images")
-    save_checkpoint({"features": features}, path)
-    return features
+    """Encoder features (N, P, D) float16 of records, memory-mapped from `cache_dir/<split>_<key>`
+    (see captioner.feature_cache): encoded on first use, resumed if a build was interrupted, and
+    shared with `captioner features` and with other runs of the same encoder config and images."""
+    return feature_cache.open_or_build(model.encoder, config.model.encoder, records, cache_dir, split, device,
+                                       num_workers=config.data.num_workers, amp=config.train.amp)
 
 
-def validate(model, vocab, records, device, config: Config, features=None) -> dict[str, float]:
-    """COCO metrics of greedily decoded captions against all references of each image."""
+def validate(model, vocab, records, device, config: Config, features=None,
+             processes: Processes = Processes()) -> dict[str, float]:
+    """COCO metrics of greedily decoded captions against all references of each image.
+    Each process decodes its share of the images; rank 0 scores them and tells the others."""
     captioner = Captioner(model, vocab, config, device)
     options = DecodingOptions(beam_size=1, max_len=config.train.max_decode_len)
-    decoded = decode_records(captioner, records, options, features, num_workers=config.data.num_workers)
-    return score_captions(records, {i: c.text for i, c in decoded.items()})
+    share = processes.shard(list(range(len(records))))
+    share_records = [records[i] for i in share]
+    share_features = features[share[0]: share[-1] + 1] if features is not None and share else None
+    decoded = decode_records(captioner, share_records, options, share_features, num_workers=config.data.num_workers)
+    captions = {}
+    for part in processes.gather({i: c.text for i, c in decoded.items()}):
+        captions.update(part)
+    return processes.broadcast(score_captions(records, captions) if processes.main else None)
 
 
 @dataclass
@@ -172,58 +153,84 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train_one_epoch(model, loader, optimizer, config: Config, device, state: TrainState, save_last, stop: StopRequest):
-    """One pass of teacher forcing over `loader`; returns mean loss figures of the epoch."""
+def training_step(model, batch: dict, optimizer, config: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step of teacher forcing on a collated batch; `model` is a CaptionModel or
+    its DistributedDataParallel wrapper. Returns (loss, cross-entropy), detached, on `device`."""
+    inputs = batch["inputs"].to(device, non_blocking=True)
+    captions = batch["captions"].to(device, non_blocking=True)
+    lengths = batch["lengths"].to(device)
+    with autocast(device, config.train.amp):
+        logits, alphas = model(inputs, captions, lengths, batch["image_index"].to(device),
+                               cached=config.data.cache_features, fused=config.train.fused_decoder)
+    loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients([p for p in model.parameters() if p.requires_grad], config)
+    optimizer.step()
+    return loss.detach(), cross_entropy.detach()
+
+
+def train_one_epoch(model, loader, optimizer, config: Config, device, state: TrainState, save_last, stop: StopRequest,
+                    processes: Processes = Processes()):
+    """One pass of teacher forcing over `loader`; returns mean loss figures of the epoch
+    (over all processes)."""
     model.train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
     # running sums stay on the device: one host sync per progress update, not per step
     total_loss = torch.zeros((), device=device)
     total_ce = torch.zeros((), device=device)
     batches = captions_seen = 0
     started = time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.train.epochs}", unit="batch",
-                    initial=state.batch_in_epoch, total=state.batch_in_epoch + len(loader), leave=False)
+                    initial=state.batch_in_epoch, total=state.batch_in_epoch + len(loader), leave=False,
+                    disable=not processes.main)
     for batch in progress:
-        inputs = batch["inputs"].to(device, non_blocking=True)
-        captions = batch["captions"].to(device, non_blocking=True)
-        lengths = batch["lengths"].to(device)
-        with autocast(device, config.train.amp):
-            grid = inputs.float() if config.data.cache_features else model.encoder(inputs)
-            grid = grid[batch["image_index"].to(device)]  # one image's features serve each of its captions
-            logits, alphas = model.decoder(grid, captions, lengths)
-        loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip_gradients(trainable, config)
-        optimizer.step()
+        loss, cross_entropy = training_step(model, batch, optimizer, config, device)
         state.step += 1
         state.batch_in_epoch += 1
         batches += 1
-        captions_seen += len(captions)
-        total_loss += loss.detach()
-        total_ce += cross_entropy.detach()
+        captions_seen += len(batch["captions"])
+        total_loss += loss
+        total_ce += cross_entropy
         if batches % 20 == 0:
             elapsed = time.perf_counter() - started
             progress.set_postfix(loss=f"{total_loss.item() / batches:.3f}",
-                                 captions_per_s=f"{captions_seen / elapsed:.0f}")
+                                 captions_per_s=f"{captions_seen * processes.world_size / elapsed:.0f}")
         if config.train.checkpoint_every and state.step % config.train.checkpoint_every == 0:
             save_last()
-        if stop.requested:
+        # processes must agree to stop at the same step, or the others would wait forever;
+        # asking every 20 steps keeps that agreement off the critical path
+        if stop.requested if not processes.distributed else batches % 20 == 0 and processes.any(stop.requested, device):
+            stop.requested = True
             break
+    figures = processes.sum(torch.stack([total_loss, total_ce, torch.tensor(float(batches), device=device)]))
+    total_loss, total_ce, all_batches = figures.tolist()
     return {
-        "train_loss": total_loss.item() / max(batches, 1),
-        "train_cross_entropy": total_ce.item() / max(batches, 1),
-        "captions_per_s": captions_seen / max(time.perf_counter() - started, 1e-9),
+        "train_loss": total_loss / max(all_batches, 1),
+        "train_cross_entropy": total_ce / max(all_batches, 1),
+        "captions_per_s": captions_seen * processes.world_size / max(time.perf_counter() - started, 1e-9),
     }
 
 
 def fit(config: Config, resume: str | Path | None = None) -> Path:
-    """Train a captioner as configured; returns the run folder holding the checkpoints."""
-    device = resolve_device(config.train.device)
-    torch.manual_seed(config.train.seed)
+    """Train a captioner as configured; returns the run folder holding the checkpoints.
+
+    Under `torchrun --nproc_per_node=N` each process trains on its share of every batch with
+    DistributedDataParallel; rank 0 alone writes the run folder. One process under torchrun
+    gives the same run as no torchrun.
+    """
+    processes, device = start_processes(config.train.device)
+    try:
+        return _fit(config, resume, processes, device)
+    finally:
+        processes.close()
+
+
+def _fit(config: Config, resume, processes: Processes, device: torch.device) -> Path:
+    torch.manual_seed(config.train.seed + processes.rank)  # each process its own dropout masks
     run_dir = Path(config.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if processes.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
     checkpoint = load_checkpoint(resume) if resume else None
 
     # data
@@ -241,21 +248,31 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
     train_features = val_features = None
     if config.data.cache_features:
         cache_dir = Path(config.data.feature_cache_dir or run_dir)
-        train_features = cached_features(model, train_records, cache_dir, "train", device, config)
-        val_features = cached_features(model, val_records, cache_dir, "val", device, config)
+        for turn in (True, False):  # rank 0 encodes; the others then open what it wrote
+            if processes.main == turn:
+                train_features = cached_features(model, train_records, cache_dir, "train", device, config)
+                val_features = cached_features(model, val_records, cache_dir, "val", device, config)
+            processes.barrier()
     dataset = CaptionDataset(
         train_records, vocab,
         preprocess=None if config.data.cache_features else model.encoder.preprocess,
         features=train_features, captions_per_image=config.data.captions_per_image,
         max_words=config.data.max_caption_words, seed=config.train.seed,
     )
-    sampler = EpochBatchSampler(len(dataset), config.train.batch_size, config.train.seed)
+    sampler = EpochBatchSampler(len(dataset), config.train.batch_size, config.train.seed,
+                                rank=processes.rank, world_size=processes.world_size)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_captions,
                         num_workers=0 if config.data.cache_features else config.data.num_workers,
                         pin_memory=device.type == "cuda",
                         # its own generator keeps worker seeding off the global RNG that dropout uses,
                         # so a run resumed mid-epoch draws the same dropout masks
                         generator=torch.Generator().manual_seed(config.train.seed))
+
+    if config.train.compile:
+        model.decoder.compile_step()
+    # DDP averages gradients over processes (and starts every process from rank 0's weights)
+    trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if processes.distributed else model
 
     # optimizer
     optimizer = build_optimizer(model, config)
@@ -266,7 +283,8 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
 
     def save_last(scores=None):
         payload = _checkpoint_payload(config, vocab, model, optimizer, scheduler, state, scores)
-        save_checkpoint(payload, run_dir / "checkpoint_last.pt")
+        if processes.main:
+            save_checkpoint(payload, run_dir / "checkpoint_last.pt")
         return payload
 
     # epochs
@@ -274,11 +292,11 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
         while state.epoch < config.train.epochs and not stop.requested:
             dataset.set_epoch(state.epoch)
             sampler.set_epoch(state.epoch, state.batch_in_epoch)
-            figures = train_one_epoch(model, loader, optimizer, config, device, state, save_last, stop)
+            figures = train_one_epoch(trained, loader, optimizer, config, device, state, save_last, stop, processes)
             if stop.requested:
                 save_last()
                 break
-            scores = validate(model, vocab, val_records, device, config, val_features)
+            scores = validate(model, vocab, val_records, device, config, val_features, processes)
             score = scores[config.train.val_metric]
             improved = score > state.best_score
             state.best_score = max(state.best_score, score)
@@ -287,24 +305,26 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
                 scheduler.step(score)
             elif scheduler is not None:
                 scheduler.step()
-            line = {"epoch": state.epoch + 1, "step": state.step, **figures, **{f"val_{k}": v for k, v in scores.items()},
-                    "lr": optimizer.param_groups[0]["lr"]}
-            with open(run_dir / "metrics.jsonl", "a") as log:
-                log.write(json.dumps(line) + "\n")
-            tqdm.write(f"epoch {state.epoch + 1}: loss {figures['train_loss']:.3f} "
-                       f"val {config.train.val_metric} {score:.3f} (best {state.best_score:.3f})")
+            if processes.main:
+                line = {"epoch": state.epoch + 1, "step": state.step, **figures,
+                        **{f"val_{k}": v for k, v in scores.items()}, "lr": optimizer.param_groups[0]["lr"]}
+                with open(run_dir / "metrics.jsonl", "a") as log:
+                    log.write(json.dumps(line) + "\n")
+                tqdm.write(f"epoch {state.epoch + 1}: loss {figures['train_loss']:.3f} "
+                           f"val {config.train.val_metric} {score:.3f} (best {state.best_score:.3f})")
             state.epoch += 1
             state.batch_in_epoch = 0
 
             # save
             payload = save_last(scores)
-            if improved:
+            if improved and processes.main:
                 save_checkpoint(payload, run_dir / "checkpoint_best.pt")
             if config.train.early_stopping and state.epochs_without_improvement >= config.train.early_stopping:
-                tqdm.write(f"early stopping: no {config.train.val_metric} gain in "
-                           f"{state.epochs_without_improvement} epochs")
+                if processes.main:
+                        tqdm.write(f"early stopping: no {config.train.val_metric} gain in "
+                               f"{state.epochs_without_improvement} epochs")
                 break
-    if config.train.report and not stop.requested:  # Ctrl-C means "stop now", not "draw plots"
+    if config.train.report and not stop.requested and processes.main:  # Ctrl-C: "stop now", not "draw plots"
         report_after_fit(run_dir, device)
     return run_dir
 

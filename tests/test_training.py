@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import captioner.training as training
+from captioner import feature_cache
 from captioner.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from captioner.config import load_config
 from captioner.data.coco import CaptionDataset, collate_captions, load_split
@@ -14,7 +15,7 @@ from captioner.decoding import DecodingOptions, greedy_decode
 from captioner.evaluation import decode_records
 from captioner.model import CaptionModel, caption_loss
 from captioner.inference import Captioner, load_model
-from captioner.training import encode_images, fit
+from captioner.training import fit
 from captioner.vocab import Vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,13 +27,14 @@ def tiny_config(shapes_data, out, *overrides):
                               f"output_dir={out}", *overrides])
 
 
-def test_tiny_model_overfits_one_batch_and_decodes_it(shapes_data):
+def test_tiny_model_overfits_one_batch_and_decodes_it(shapes_data, tmp_path):
     torch.manual_seed(0)
     config = tiny_config(shapes_data, "unused", "model.dropout=0.0")
     records = load_split(config.data, "train")[:4]
     vocab = Vocabulary.build(c for r in records for c in r.captions)
     model = CaptionModel(config.model, len(vocab))
-    features = encode_images(model, records, torch.device("cpu"))
+    features = feature_cache.build(model.encoder, config.model.encoder, records, tmp_path / "features",
+                                   torch.device("cpu"), progress=False)
     batch = collate_captions([CaptionDataset(records, vocab, features=features, captions_per_image=1)[i]
                               for i in range(4)])
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-2)

@@ -162,18 +162,24 @@ class EpochBatchSampler:
     """Shuffled batches of image indices, fixed by (seed, epoch), that can start mid-epoch.
 
     Resuming a run at batch k of epoch e replays exactly the batches an uninterrupted run
-    would have seen next.
+    would have seen next. With `world_size` processes (torchrun), every process draws the same
+    order and takes its slice of each global batch of `batch_size · world_size` images, like
+    DistributedSampler; the order is padded by repeating its start so that every process runs
+    the same number of batches (a process with fewer would leave the others waiting forever).
+    One process sees exactly the batches of a run without torchrun.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True):
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True, rank: int = 0,
+                 world_size: int = 1):
         self.size, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start = epoch, start_batch
 
     def __len__(self) -> int:
-        return max(0, math.ceil(self.size / self.batch_size) - self.start)
+        return max(0, math.ceil(self.size / (self.batch_size * self.world_size)) - self.start)
 
     def __iter__(self):
         if self.shuffle:
@@ -181,7 +187,10 @@ class EpochBatchSampler:
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        yield from (batch.tolist() for batch in order.split(self.batch_size)[self.start:])
+        padding = -self.size % self.world_size
+        order = torch.cat([order, order.repeat(padding // max(self.size, 1) + 1)[:padding]])
+        global_batches = order.split(self.batch_size * self.world_size)[self.start:]
+        yield from (batch.tensor_split(self.world_size)[self.rank].tolist() for batch in global_batches)
 
 
 class ImageDataset(Dataset):
