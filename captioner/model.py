@@ -238,29 +238,34 @@ class Decoder(nn.Module):
         self._compiled_step = torch.compile(self._recurrent_step, dynamic=True)
 
     def _teacher_forcing_fused(self, features, captions, image_index, running_per_step):
-        """The fast path. features (B, P, D) per image, captions (N, T) longest first."""
+        """The fast path. features (B, P, D) per image, captions (N, T) longest first.
+        Per-step tensors are time-major, so taking the running rows of step t is a cheap view
+        whose gradient is no larger than that step."""
         features, keys, (h, c) = self.begin(features)
         features, keys, h, c = features[image_index], keys[image_index], h[image_index], c[image_index]
         N, E = len(captions), self.embedding.embedding_dim
-        embedded = self.embedding(captions[:, :-1])  # (N, T-1, E)
+        embedded = self.embedding(captions[:, :-1].T)  # (T-1, N, E)
         weight_embedded, weight_context = self.lstm.weight_ih.split([E, features.shape[-1]], dim=1)
-        gates_in = F.linear(embedded, weight_embedded, self.lstm.bias_ih + self.lstm.bias_hh)  # (N, T-1, 4H)
-        hiddens, contexts, alphas = [], [], []
+        gates_in = F.linear(embedded, weight_embedded, self.lstm.bias_ih + self.lstm.bias_hh)  # (T-1, N, 4H)
         recurrent_step = self._compiled_step or self._recurrent_step
-        for t, n in enumerate(running_per_step):
-            h, c, context, alpha = recurrent_step(h[:n], c[:n], keys[:n], features[:n], gates_in[:n, t], weight_context)
-            hiddens.append(F.pad(h, (0, 0, 0, N - n)))
-            contexts.append(F.pad(context, (0, 0, 0, N - n)))
+        hiddens, contexts, alphas = [], [], []
+        for t, (n, gates_in_t) in enumerate(zip(running_per_step, gates_in.unbind(0))):
+            h, c, context, alpha = recurrent_step(h[:n], c[:n], keys[:n], features[:n], gates_in_t[:n], weight_context)
+            hiddens.append(h)
+            contexts.append(context)
             alphas.append(F.pad(alpha, (0, 0, 0, N - n)))
-        hiddens, contexts = torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)  # (N, T-1, H), (N, T-1, D)
-        real = torch.arange(N, device=hiddens.device).unsqueeze(1) < torch.tensor(
-            running_per_step, device=hiddens.device)  # (N, T-1): captions are longest first
+        # rows of step t are the first n_t captions, so concatenating the steps packs the real
+        # tokens time-major, which is the order of `real` below
+        hiddens, contexts = torch.cat(hiddens), torch.cat(contexts)  # (real tokens, H), (real tokens, D)
+        real = torch.arange(N, device=captions.device) < torch.tensor(
+            running_per_step, device=captions.device).unsqueeze(1)  # (T-1, N)
         if self.deep_output:
-            outputs = embedded[real] + self.out_hidden(hiddens[real]) + self.out_context(contexts[real])
+            outputs = embedded[real] + self.out_hidden(hiddens) + self.out_context(contexts)
         else:
-            outputs = hiddens[real]
+            outputs = hiddens
         logits = self.out(self.dropout(outputs))  # (real tokens, V)
-        return logits.new_zeros(*real.shape, logits.shape[-1]).index_put((real,), logits), torch.stack(alphas, dim=1)
+        padded = logits.new_zeros(*real.shape, logits.shape[-1]).index_put((real,), logits)  # (T-1, N, V)
+        return padded.transpose(0, 1), torch.stack(alphas, dim=1)
 
 
 class CaptionModel(nn.Module):
