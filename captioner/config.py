@@ -40,7 +40,6 @@ class ModelConfig:
     gate: str = "scalar"  # scalar | vector | none
     deep_output: bool = True
     feature_norm: bool = False  # LayerNorm on the encoder features before attention (not in the paper)
-    location_channels: int = 0  # >0: additive attention also sees the previous step's α (not in the paper)
     dropout: float = 0.5
 
 

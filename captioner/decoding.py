@@ -72,9 +72,9 @@ def beam_search(
     B, P, _ = features.shape
     K, L, alpha = options.beam_size, options.max_len, options.length_penalty
     device = features.device
-    features, keys, state = decoder.begin(features)
+    features, keys, (h, c) = decoder.begin(features)
     features, keys = features.repeat_interleave(K, 0), keys.repeat_interleave(K, 0)
-    state = tuple(s.repeat_interleave(K, 0) for s in state)
+    state = h.repeat_interleave(K, 0), c.repeat_interleave(K, 0)
 
     # live hypotheses: only beam 0 starts, so the first step does not pick K copies of one word
     live_log_prob = torch.full((B, K), float("-inf"), device=device)
@@ -131,7 +131,7 @@ def beam_search(
         beam, word = top_beam.gather(1, order), top_word.gather(1, order)
         live_log_prob = torch.where(continuing.gather(1, order), top_log_prob.gather(1, order), float("-inf"))
         source = (offsets + beam).view(-1)
-        state = tuple(s[source] for s in state)
+        state = state[0][source], state[1][source]
         live_words = live_words.gather(1, beam.unsqueeze(-1).expand(-1, -1, L))
         live_words[:, :, t] = word
         live_attention = live_attention.gather(1, beam[..., None, None].expand(-1, -1, L, P))

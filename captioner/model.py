@@ -65,31 +65,20 @@ class Encoder(nn.Module):
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
 
 
-State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # the decoder's (h, c) each (B, H), and the last α (B, P)
-
-
 class SoftAttention(nn.Module):
     """Deterministic soft attention: α = softmax_P(score(a_i, h)), z = Σ_i α_i a_i.
 
     Scores: `additive` wᵀtanh(W_a a_i + W_h h) (the paper's MLP), `bilinear` a_iᵀ W h
     ("general"), `dot` (W_a a_i)·(W_h h)/√A. `keys()` projects the features once per image;
     `forward()` is then cheap enough to run at every decoding step.
-
-    With `location_channels` > 0 the additive score also sees where the previous step looked,
-    `+ U (F * α_{t-1})_i` with F a 5×5 convolution over the grid (location-aware attention,
-    Chorowski et al., 2015; not in Show, Attend and Tell). It lets a caption stay on one object
-    across the words that describe it ("a red" → "circle") instead of finding it again by content.
     """
 
     SCORES = ("additive", "bilinear", "dot")
 
-    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int, score: str = "additive",
-                 location_channels: int = 0):
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int, score: str = "additive"):
         super().__init__()
         if score not in self.SCORES:
             raise ValueError(f"model.attention must be one of {self.SCORES}, got {score!r}")
-        if location_channels and score != "additive":
-            raise ValueError("model.location_channels needs model.attention=additive")
         self.score = score
         if score == "bilinear":
             self.key = nn.Linear(feature_dim, hidden_dim, bias=False)
@@ -99,28 +88,18 @@ class SoftAttention(nn.Module):
             self.query = nn.Linear(hidden_dim, attention_dim)
         self.energy = nn.Linear(attention_dim, 1) if score == "additive" else None
         self.scale = 1.0 / math.sqrt(attention_dim) if score == "dot" else 1.0
-        self.location = None
-        if location_channels:
-            self.location = nn.Conv2d(1, location_channels, kernel_size=5, padding=2, bias=False)
-            self.location_key = nn.Linear(location_channels, attention_dim, bias=False)
 
     def keys(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, P, D) → keys (B, P, A) (H for bilinear)."""
         return self.key(features)
 
     def forward(
-        self, keys: torch.Tensor, features: torch.Tensor, hidden: torch.Tensor, previous: torch.Tensor
+        self, keys: torch.Tensor, features: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """keys (B, P, A), features (B, P, D), hidden (B, H), previous α (B, P) → context
-        (B, D), alpha (B, P)."""
+        """keys (B, P, A), features (B, P, D), hidden (B, H) → context (B, D), alpha (B, P)."""
         query = self.query(hidden)
         if self.energy is not None:
-            keys = keys + query.unsqueeze(1)
-            if self.location is not None:
-                side = math.isqrt(previous.shape[1])  # the grid is square: P = side²
-                where = self.location(previous.view(-1, 1, side, side)).flatten(2).transpose(1, 2)  # (B, P, C)
-                keys = keys + self.location_key(where)
-            scores = self.energy(torch.tanh(keys)).squeeze(-1)
+            scores = self.energy(torch.tanh(keys + query.unsqueeze(1))).squeeze(-1)
         else:
             scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * self.scale
         alpha = scores.softmax(dim=-1)
@@ -146,7 +125,7 @@ class Decoder(nn.Module):
         # Unlike the paper's post-ReLU VGG maps, a CNN's inner feature maps can have large,
         # uneven scales; an optional LayerNorm keeps attention and LSTM inputs well scaled.
         self.feature_norm = nn.LayerNorm(D) if config.feature_norm else nn.Identity()
-        self.attention = SoftAttention(D, H, config.attention_dim, config.attention, config.location_channels)
+        self.attention = SoftAttention(D, H, config.attention_dim, config.attention)
         self.init_h = nn.Linear(D, H)
         self.init_c = nn.Linear(D, H)
         self.gate = {"scalar": nn.Linear(H, 1), "vector": nn.Linear(H, D), "none": None}[config.gate]
@@ -161,28 +140,28 @@ class Decoder(nn.Module):
             self.out = nn.Linear(H, vocab_size)
         self._compiled_step = None
 
-    def begin(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, State]:
+    def begin(
+        self, features: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Per-image work done once before the first step: features (B, P, D) →
-        (normalised features (B, P, D), attention keys (B, P, A), initial state (h, c, α) with
-        h, c (B, H) from the mean feature and α (B, P) uniform)."""
+        (normalised features (B, P, D), attention keys (B, P, A), initial (h, c) each (B, H))."""
         features = self.feature_norm(features)
         mean = features.mean(dim=1)
-        uniform = features.new_full(features.shape[:2], 1.0 / features.shape[1])
-        state = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)), uniform
+        state = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
         return features, self.attention.keys(features), state
 
     def step(
         self,
         tokens: torch.Tensor,
-        state: State,
+        state: tuple[torch.Tensor, torch.Tensor],
         keys: torch.Tensor,
         features: torch.Tensor,
-    ) -> tuple[torch.Tensor, State, torch.Tensor]:
-        """tokens (B,) = y_{t-1}, state (h, c, α_{t-1}), keys (B, P, A) and features (B, P, D)
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """tokens (B,) = y_{t-1}, state (h, c) each (B, H), keys (B, P, A) and features (B, P, D)
         from `begin` → logits (B, V), new state, alpha (B, P)."""
         embedded = self.embedding(tokens)
-        h, c, previous = state
-        context, alpha = self.attention(keys, features, h, previous)
+        h, c = state
+        context, alpha = self.attention(keys, features, h)
         if self.gate is not None:
             context = torch.sigmoid(self.gate(h)) * context
         h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))
@@ -190,7 +169,7 @@ class Decoder(nn.Module):
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
         else:
             logits = self.out(self.dropout(h))
-        return logits, (h, c, alpha), alpha
+        return logits, (h, c), alpha
 
     def forward(
         self,
@@ -230,22 +209,21 @@ class Decoder(nn.Module):
 
     def _teacher_forcing_stepwise(self, features, captions, running_per_step):
         """The plain path: one `step` per time step. features (N, P, D) in caption order."""
-        features, keys, state = self.begin(features)
+        features, keys, (h, c) = self.begin(features)
         N = len(captions)
         step_logits, step_alphas = [], []
         for t, n in enumerate(running_per_step):
-            logits_t, state, alpha_t = self.step(captions[:n, t], [s[:n] for s in state], keys[:n], features[:n])
+            logits_t, (h, c), alpha_t = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
             # padding rows are appended, not written into a preallocated tensor: in-place slice
             # writes would make backward copy the whole (N, T-1, V) gradient at every step
             step_logits.append(F.pad(logits_t, (0, 0, 0, N - n)))
             step_alphas.append(F.pad(alpha_t, (0, 0, 0, N - n)))
         return torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1)
 
-    def _recurrent_step(self, h, c, previous, keys, features, gates_in, weight_context):
-        """The part of a step that depends on the previous one: (h, c) each (N, H), previous α
-        (N, P), keys (N, P, A), features (N, P, D), gates_in (N, 4H) → new (h, c), context
-        (N, D), alpha (N, P)."""
-        context, alpha = self.attention(keys, features, h, previous)
+    def _recurrent_step(self, h, c, keys, features, gates_in, weight_context):
+        """The part of a step that depends on the previous one: (h, c) each (N, H), keys (N, P, A),
+        features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P)."""
+        context, alpha = self.attention(keys, features, h)
         if self.gate is not None:
             context = torch.sigmoid(self.gate(h)) * context
         gates = gates_in + F.linear(context, weight_context) + F.linear(h, self.lstm.weight_hh)
@@ -263,8 +241,8 @@ class Decoder(nn.Module):
         """The fast path. features (B, P, D) per image, captions (N, T) longest first.
         Per-step tensors are time-major, so taking the running rows of step t is a cheap view
         whose gradient is no larger than that step."""
-        features, keys, (h, c, alpha) = self.begin(features)
-        features, keys, h, c, alpha = (x[image_index] for x in (features, keys, h, c, alpha))
+        features, keys, (h, c) = self.begin(features)
+        features, keys, h, c = features[image_index], keys[image_index], h[image_index], c[image_index]
         N, E = len(captions), self.embedding.embedding_dim
         embedded = self.embedding(captions[:, :-1].T)  # (T-1, N, E)
         weight_embedded, weight_context = self.lstm.weight_ih.split([E, features.shape[-1]], dim=1)
@@ -272,8 +250,7 @@ class Decoder(nn.Module):
         recurrent_step = self._compiled_step or self._recurrent_step
         hiddens, contexts, alphas = [], [], []
         for t, (n, gates_in_t) in enumerate(zip(running_per_step, gates_in.unbind(0))):
-            h, c, context, alpha = recurrent_step(h[:n], c[:n], alpha[:n], keys[:n], features[:n], gates_in_t[:n],
-                                                  weight_context)
+            h, c, context, alpha = recurrent_step(h[:n], c[:n], keys[:n], features[:n], gates_in_t[:n], weight_context)
             hiddens.append(h)
             contexts.append(context)
             alphas.append(F.pad(alpha, (0, 0, 0, N - n)))

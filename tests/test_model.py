@@ -44,30 +44,10 @@ def test_fine_tune_unfreezes_only_the_last_stages():
 def test_attention_weights_sum_to_one_over_cells(score):
     attention = SoftAttention(D, 12, 10, score)
     features = torch.randn(B, P, D)
-    context, alpha = attention(attention.keys(features), features, torch.randn(B, 12), torch.full((B, P), 1 / P))
+    context, alpha = attention(attention.keys(features), features, torch.randn(B, 12))
     assert alpha.shape == (B, P) and context.shape == (B, D)
     torch.testing.assert_close(alpha.sum(-1), torch.ones(B))
     torch.testing.assert_close(context, torch.einsum("bp,bpd->bd", alpha, features))
-
-
-def test_location_aware_attention_can_stay_where_it_looked():
-    """Features and query say nothing (all zero); a location filter that passes α_{t-1} through
-    unchanged, read by a positive energy, makes the new α peak at the previous α's cell."""
-    grid = 4
-    attention = SoftAttention(D, 12, 10, "additive", location_channels=1)
-    with torch.no_grad():
-        for layer in (attention.key, attention.query):
-            layer.weight.zero_(), layer.bias.zero_()
-        attention.location.weight.zero_()[0, 0, 2, 2] = 1.0  # the 5x5 kernel's centre: identity
-        attention.location_key.weight.fill_(4.0)
-        attention.energy.weight.fill_(1.0)
-    features = torch.randn(3, grid * grid, D)
-    previous = torch.zeros(3, grid * grid)
-    previous[torch.arange(3), torch.tensor([0, 5, 15])] = 1.0
-    _, alpha = attention(attention.keys(features), features, torch.randn(3, 12), previous)
-    assert alpha.argmax(-1).tolist() == [0, 5, 15]
-    with pytest.raises(ValueError, match="location_channels needs model.attention=additive"):
-        SoftAttention(D, 12, 10, "dot", location_channels=1)
 
 
 @pytest.mark.parametrize("gate", Decoder.GATES)
