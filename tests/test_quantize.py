@@ -1,4 +1,5 @@
-"""int8 decoder weights for CPU captioning: same captions as the float model on the examples."""
+"""int8 decoder weights for CPU captioning: close to the float model (on the 1,000-image shapes test
+set 80 % of captions were identical; on the 8 examples all are)."""
 
 import json
 import subprocess
