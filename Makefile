@@ -37,6 +37,8 @@ demo: run
 
 bench: setup
 	$(PY) bench/caption_throughput.py
+	$(PY) bench/train_throughput.py
+	$(PY) bench/cpu_latency.py
 	$(PY) bench/eval_speed.py
 	$(PY) bench/demo_latency.py
 

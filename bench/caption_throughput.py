@@ -273,6 +273,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     measure.set_threads(args.threads, args.quick)
     device = resolve_device(args.device)
+    machine = measure.machine(device)  # before the run: its load average is other work's, not ours
     fill_defaults(args, device)
     measure.reset_peak_memory(device)
     captioner, model_name = load_model(args, device)
@@ -287,7 +288,7 @@ def main(argv=None) -> None:
                  tutorial_comparison(workloads.QUICK if args.quick else workloads.COCO, device, args))
     report = {
         "benchmark": "caption_throughput",
-        **measure.machine(device),
+        **machine,
         "quick": args.quick,
         "model": model_name,
         "images": len(paths),
