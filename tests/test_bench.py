@@ -74,7 +74,8 @@ def test_caption_throughput_quick(tmp_path):
 def test_cpu_latency_quick(tmp_path):
     report = run_quick("cpu_latency.py", tmp_path)
     rows = report["coco_size"]["rows"]
-    expected = {(path, beam) for path in ("tutorial reference", "ours") for beam in (1, 3)}
+    expected = {(path, beam) for path in ("tutorial reference", "ours", "ours, int8 decoder (--quantize)")
+                for beam in (1, 3)}
     assert {(r["path"], r["beam_size"]) for r in rows} == expected
     assert all(positive(r["median_ms"]) and positive(r["speedup_vs_tutorial"]) for r in rows)
     assert positive(report["encoder_forward"]["ours_channels_last_median_ms"])
