@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import time
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from captioner import feature_cache
 from captioner.checkpoint import load_checkpoint, save_checkpoint
-from captioner.config import Config, save_config
+from captioner.config import Config, ConfigError, save_config
 from captioner.decoding import DecodingOptions
 from captioner.data.coco import (
     CaptionDataset,
@@ -269,6 +270,9 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device) -> 
                         generator=torch.Generator().manual_seed(config.train.seed))
 
     if config.train.compile:
+        if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
+            raise ConfigError("train.compile on a CPU needs a C++ compiler (torch.compile builds C++ kernels): "
+                              "install g++ (apt-get install g++) or set train.compile=false")
         model.decoder.compile_step()
     # DDP averages gradients over processes (and starts every process from rank 0's weights)
     trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
