@@ -247,10 +247,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-reference", action="store_true", help="skip the tutorial comparison")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --quick: 1)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few images, one repeat, tiny sizes: checks the script runs")
-    parser.add_argument("--output", help="also write the JSON here")
+    measure.add_common_arguments(parser, "a few images, one repeat, tiny sizes: checks the script runs")
     return parser.parse_args(argv)
 
 

@@ -113,9 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3])
     parser.add_argument("--steps", type=int, default=16, help="decoder steps per caption at COCO size")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --quick: 1)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, two runs: checks the script runs")
-    parser.add_argument("--output", help="also write the JSON here")
+    measure.add_common_arguments(parser, "tiny sizes, two runs: checks the script runs")
     return parser.parse_args(argv)
 
 

@@ -7,6 +7,7 @@ bench/ on sys.path).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -27,6 +28,13 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels: without it a CUDA timing measures only the launches."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, quick_help: str) -> None:
+    """--threads, --quick and --output, which every benchmark script takes."""
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--output", help="also write the JSON here")
 
 
 def set_threads(threads: int | None, quick: bool) -> None:

@@ -219,9 +219,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
                         help="ours in bf16 autocast on CUDA, as the recipes train (default on)")
     parser.add_argument("--no-coco-memory", action="store_true", help="skip the COCO recipe's peak memory")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --quick: 1)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and two steps: checks the script runs")
-    parser.add_argument("--output", help="also write the JSON here")
+    measure.add_common_arguments(parser, "tiny sizes and two steps: checks the script runs")
     return parser.parse_args(argv)
 
 

@@ -161,15 +161,21 @@ class Decoder(nn.Module):
         from `begin` → logits (B, V), new state, alpha (B, P)."""
         embedded = self.embedding(tokens)
         h, c = state
-        context, alpha = self.attention(keys, features, h)
-        if self.gate is not None:
-            context = torch.sigmoid(self.gate(h)) * context
+        context, alpha = self._glimpse(keys, features, h)
         h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))
         if self.deep_output:
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
         else:
             logits = self.out(self.dropout(h))
         return logits, (h, c), alpha
+
+    def _glimpse(self, keys, features, h):
+        """Attention and the gate β: keys (B, P, A), features (B, P, D), h (B, H) → β ⊙ z (B, D),
+        alpha (B, P)."""
+        context, alpha = self.attention(keys, features, h)
+        if self.gate is not None:
+            context = torch.sigmoid(self.gate(h)) * context
+        return context, alpha
 
     def forward(
         self,
@@ -223,9 +229,7 @@ class Decoder(nn.Module):
     def _recurrent_step(self, h, c, keys, features, gates_in, weight_context):
         """The part of a step that depends on the previous one: (h, c) each (N, H), keys (N, P, A),
         features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P)."""
-        context, alpha = self.attention(keys, features, h)
-        if self.gate is not None:
-            context = torch.sigmoid(self.gate(h)) * context
+        context, alpha = self._glimpse(keys, features, h)
         gates = gates_in + F.linear(context, weight_context) + F.linear(h, self.lstm.weight_hh)
         in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTMCell's order
         c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)

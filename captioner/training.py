@@ -200,7 +200,7 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, state: Tra
             save_last()
         # processes must agree to stop at the same step, or the others would wait forever;
         # asking every 20 steps keeps that agreement off the critical path
-        if stop.requested if not processes.distributed else batches % 20 == 0 and processes.any(stop.requested, device):
+        if (not processes.distributed or batches % 20 == 0) and processes.any(stop.requested, device):
             stop.requested = True
             break
     figures = processes.sum(torch.stack([total_loss, total_ce, torch.tensor(float(batches), device=device)]))
