@@ -200,8 +200,11 @@ def quantize_decoder(model: CaptionModel) -> None:
         # torch marks eager dynamic quantization deprecated in favour of torchao, which is not a
         # dependency here; the eager API is what torch 2.14 ships and tests cover it
         warnings.simplefilter("ignore")
-        model.decoder = torch.ao.quantization.quantize_dynamic(
-            model.decoder, {torch.nn.Linear, torch.nn.LSTMCell}, dtype=torch.qint8)
+        # attention.energy (A → 1) stays in float: it is tiny, and SoftAttention reads its weight
+        qconfig = torch.ao.quantization.default_dynamic_qconfig
+        layers = {name: qconfig for name, module in model.decoder.named_modules()
+                  if isinstance(module, (torch.nn.Linear, torch.nn.LSTMCell)) and name != "attention.energy"}
+        model.decoder = torch.ao.quantization.quantize_dynamic(model.decoder, layers, dtype=torch.qint8)
 
 
 def load_model(path: str | Path | None, device: torch.device | str = "cpu") -> tuple[CaptionModel, Vocabulary, Config]:
