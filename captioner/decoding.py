@@ -68,61 +68,56 @@ def beam_search(
     beam never shrinks. An image is done once K hypotheses have finished; with K = 1 that is
     the first <end>, which makes beam 1 exactly greedy decoding. When too few finish within
     `max_len` words, the best unfinished hypotheses fill the list.
+
+    A done image leaves the batch, so a batch costs what its images need, not B times its
+    longest caption. Steps record each live slot's word, parent slot and attention; a
+    hypothesis is read back from its last slot once decoding ends, rather than copying every
+    hypothesis's history forward at every step.
     """
     B, P, _ = features.shape
     K, L, alpha = options.beam_size, options.max_len, options.length_penalty
     device = features.device
-    features, keys, (h, c) = decoder.begin(features)
+    features, keys, state = decoder.begin(features)
     features, keys = features.repeat_interleave(K, 0), keys.repeat_interleave(K, 0)
-    state = h.repeat_interleave(K, 0), c.repeat_interleave(K, 0)
+    state = tuple(part.repeat_interleave(K, 0) for part in state)
+    history = _History(L, B, K, P, device)
 
+    active = torch.arange(B, device=device)  # images still decoding; the rows below follow it
     # live hypotheses: only beam 0 starts, so the first step does not pick K copies of one word
     live_log_prob = torch.full((B, K), float("-inf"), device=device)
     live_log_prob[:, 0] = 0.0
-    live_words = torch.zeros(B, K, L, dtype=torch.long, device=device)
-    live_attention = features.new_zeros(B, K, L, P, dtype=torch.float)
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
-    # finished hypotheses, best first
+    # finished hypotheses, best first: (words, slot after the last word) say where to read them back
     done_score = torch.full((B, K), float("-inf"), device=device)
     done_log_prob = torch.full((B, K), float("-inf"), device=device)
     done_length = torch.zeros(B, K, dtype=torch.long, device=device)
-    done_words = torch.zeros(B, K, L, dtype=torch.long, device=device)
-    done_attention = features.new_zeros(B, K, L, P, dtype=torch.float)
+    done_slot = torch.zeros(B, K, dtype=torch.long, device=device)
     done_count = torch.zeros(B, dtype=torch.long, device=device)
-    image_done = torch.zeros(B, dtype=torch.bool, device=device)
     rank = torch.arange(2 * K, device=device)
-    offsets = (torch.arange(B, device=device) * K).unsqueeze(1)
+    beam_rows = torch.arange(K, device=device)
 
     for t in range(L + 1):
         logits, state, alpha_t = decoder.step(tokens, state, keys, features)
-        log_probs = logits.float().log_softmax(dim=-1).view(B, K, -1)
+        log_probs = logits.float().log_softmax(dim=-1).view(len(active), K, -1)
         if t < options.min_len:
             log_probs[..., end_id] = float("-inf")
         V = log_probs.shape[-1]
-        totals = (live_log_prob.unsqueeze(-1) + log_probs).view(B, K * V)
+        totals = (live_log_prob.unsqueeze(-1) + log_probs).view(len(active), K * V)
         top_log_prob, top_index = totals.topk(min(2 * K, K * V), dim=1)
         top_beam, top_word = top_index // V, top_index % V
-        alpha_t = alpha_t.float().view(B, K, P)
 
         # set aside the <end>s that rank among the first K
         ending = (top_word == end_id) & (rank[: top_word.shape[1]] < K) & top_log_prob.isfinite()
-        ending &= ~image_done.unsqueeze(1)
         if ending.any():
             new_score = torch.where(ending, top_log_prob / _length_norm(t + 1, alpha), float("-inf"))
-            beam_index = top_beam.unsqueeze(-1).expand(-1, -1, L)
-            new_attention = live_attention.gather(1, top_beam[..., None, None].expand(-1, -1, L, P))
-            pool_score = torch.cat([done_score, new_score], dim=1)
+            pool_score = torch.cat([done_score[active], new_score], dim=1)
             keep = pool_score.topk(K, dim=1).indices
-            done_score = pool_score.gather(1, keep)
-            done_log_prob = torch.cat([done_log_prob, top_log_prob], 1).gather(1, keep)
-            done_length = torch.cat([done_length, torch.full_like(top_beam, t)], 1).gather(1, keep)
-            done_words = torch.cat([done_words, live_words.gather(1, beam_index)], 1).gather(
-                1, keep.unsqueeze(-1).expand(-1, -1, L))
-            done_attention = torch.cat([done_attention, new_attention], 1).gather(
-                1, keep[..., None, None].expand(-1, -1, L, P))
-            done_count += ending.sum(dim=1)
-            image_done |= done_count >= K
-        if t == L or bool(image_done.all()):
+            done_score[active] = pool_score.gather(1, keep)
+            done_log_prob[active] = torch.cat([done_log_prob[active], top_log_prob], 1).gather(1, keep)
+            done_length[active] = torch.cat([done_length[active], torch.full_like(top_beam, t)], 1).gather(1, keep)
+            done_slot[active] = torch.cat([done_slot[active], top_beam], 1).gather(1, keep)
+            done_count[active] += ending.sum(dim=1)
+        if t == L:
             break
 
         # the K best continuations that did not end stay live
@@ -130,37 +125,84 @@ def beam_search(
         order = torch.where(continuing, rank[: top_word.shape[1]], 2 * K).argsort(dim=1)[:, :K]
         beam, word = top_beam.gather(1, order), top_word.gather(1, order)
         live_log_prob = torch.where(continuing.gather(1, order), top_log_prob.gather(1, order), float("-inf"))
-        source = (offsets + beam).view(-1)
-        state = state[0][source], state[1][source]
-        live_words = live_words.gather(1, beam.unsqueeze(-1).expand(-1, -1, L))
-        live_words[:, :, t] = word
-        live_attention = live_attention.gather(1, beam[..., None, None].expand(-1, -1, L, P))
-        live_attention[:, :, t] = alpha_t.gather(1, beam.unsqueeze(-1).expand(-1, -1, P))
+        history.record(t, active, word, beam, alpha_t.float().view(len(active), K, P))
+        source = (torch.arange(len(active), device=device) * K).unsqueeze(1) + beam  # (b, K) rows to continue
+
+        running = done_count[active] < K
+        if not bool(running.all()):
+            if not bool(running.any()):
+                break
+            kept = running.nonzero().squeeze(1)
+            active, source, word, live_log_prob = active[kept], source[kept], word[kept], live_log_prob[kept]
+            kept_rows = (kept.unsqueeze(1) * K + beam_rows).view(-1)
+            keys, features = keys[kept_rows], features[kept_rows]
+        state = tuple(part[source.view(-1)] for part in state)
         tokens = word.view(-1)
 
-    return _collect(options, t, done_count, done_score, done_log_prob, done_length, done_words, done_attention,
-                    live_log_prob, live_words, live_attention)
+    unfinished = done_count[active] < K
+    active, live_log_prob = active[unfinished], live_log_prob[unfinished]
+    return _collect(options, history, min(t, L), done_count, done_score, done_log_prob, done_length, done_slot,
+                    active, live_log_prob)
 
 
-def _collect(options, steps, done_count, done_score, done_log_prob, done_length, done_words, done_attention,
-             live_log_prob, live_words, live_attention) -> list[list[DecodedCaption]]:
-    """Per image: its finished hypotheses best first, then the best unfinished ones if too few finished."""
-    live_length = min(steps, options.max_len)
+class _History:
+    """What each step chose, per image and live slot: word, parent slot (in the previous
+    step's live slots) and the attention behind the word, each (L, B, K, ...)."""
+
+    def __init__(self, L: int, B: int, K: int, P: int, device: torch.device):
+        self.words = torch.zeros(L, B, K, dtype=torch.long, device=device)
+        self.parents = torch.zeros(L, B, K, dtype=torch.long, device=device)
+        self.attention = torch.zeros(L, B, K, P, device=device)
+
+    def record(self, t: int, images: torch.Tensor, words: torch.Tensor, parents: torch.Tensor,
+               attention: torch.Tensor) -> None:
+        """images (b,), words and parents (b, K), attention (b, K, P) from the parents' step."""
+        self.words[t, images] = words
+        self.parents[t, images] = parents
+        self.attention[t, images] = attention.gather(1, parents.unsqueeze(-1).expand(-1, -1, attention.shape[-1]))
+
+    def read(self, images: torch.Tensor, length: torch.Tensor, slot: torch.Tensor):
+        """Hypotheses of `images` (n,) that hold length (n, M) words and sit in live slot
+        (n, M) after their last word → words (n, M, L), attention (n, M, L, P); zero past the length."""
+        L, P = self.words.shape[0], self.attention.shape[-1]
+        words, parents, attention = self.words[:, images], self.parents[:, images], self.attention[:, images]
+        out_words = words.new_zeros(*slot.shape, L)
+        out_attention = attention.new_zeros(*slot.shape, L, P)
+        current = slot.clone()
+        for t in reversed(range(L)):
+            has_word = t < length
+            out_words[:, :, t] = torch.where(has_word, words[t].gather(1, current), 0)
+            out_attention[:, :, t] = torch.where(
+                has_word.unsqueeze(-1), attention[t].gather(1, current.unsqueeze(-1).expand(-1, -1, P)), 0.0)
+            current = torch.where(has_word, parents[t].gather(1, current), current)
+        return out_words, out_attention
+
+
+def _collect(options, history: _History, live_length: int, done_count, done_score, done_log_prob, done_length,
+             done_slot, live_images, live_log_prob) -> list[list[DecodedCaption]]:
+    """Per image: its finished hypotheses best first, then, for the images in `live_images`,
+    the best unfinished ones if too few finished."""
+    B, K = done_score.shape
+    done_words, done_attention = history.read(torch.arange(B, device=done_score.device), done_length, done_slot)
     live_score = live_log_prob / _length_norm(live_length, options.length_penalty)
     live_order = live_score.argsort(dim=1, descending=True)
+    live_words, live_attention = history.read(live_images, torch.full_like(live_order, live_length), live_order)
+    live_row = {image: row for row, image in enumerate(live_images.tolist())}
     done_count, done_length = done_count.tolist(), done_length.tolist()
     results = []
-    for i in range(len(done_count)):
+    for i in range(B):
         hypotheses = [
             DecodedCaption(done_words[i, k, : done_length[i][k]].tolist(), float(done_log_prob[i, k]),
                            float(done_score[i, k]), done_attention[i, k, : done_length[i][k]].cpu(), True)
             for k in range(min(done_count[i], options.top_n))
         ]
-        for k in live_order[i, : options.top_n - len(hypotheses)].tolist():
-            if live_log_prob[i, k].isfinite():
-                hypotheses.append(DecodedCaption(live_words[i, k, :live_length].tolist(), float(live_log_prob[i, k]),
-                                                 float(live_score[i, k]), live_attention[i, k, :live_length].cpu(),
-                                                 False))
+        row = live_row.get(i)
+        for k in range(options.top_n - len(hypotheses) if row is not None else 0):
+            slot = live_order[row, k]
+            if live_log_prob[row, slot].isfinite():
+                hypotheses.append(DecodedCaption(live_words[row, k, :live_length].tolist(),
+                                                 float(live_log_prob[row, slot]), float(live_score[row, slot]),
+                                                 live_attention[row, k, :live_length].cpu(), False))
         results.append(hypotheses)
     return results
 

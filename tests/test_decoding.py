@@ -108,6 +108,40 @@ def test_min_len_is_respected():
         assert all(len(h.tokens) >= min_len and h.finished for h in hypotheses)
 
 
+class CountdownDecoder(torch.nn.Module):
+    """Image i writes features[i, 0, 0] words (A more likely than B) and then <end>; records
+    how many hypotheses each step was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows_per_step = []
+
+    def begin(self, features):
+        return features, features, (features[:, 0, :1].clone(),)
+
+    def step(self, tokens, state, keys, features):
+        self.rows_per_step.append(len(tokens))
+        (left,) = state
+        words = torch.log(torch.tensor([1e-6] * 4 + [0.9, 0.1, 1e-6]))
+        ending = torch.log(torch.tensor([1e-6, 1e-6, 0.99] + [1e-6] * 4))
+        logits = torch.where(left > 0, words, ending)
+        return logits, (left - 1,), torch.ones(len(tokens), keys.shape[1]) / keys.shape[1]
+
+
+def test_done_images_leave_the_batch():
+    lengths = [3, 1, 5, 2]
+    features = torch.zeros(len(lengths), P, 3)
+    features[:, 0, 0] = torch.tensor(lengths, dtype=torch.float)
+    decoder = CountdownDecoder()
+    K = 2
+    results = beam_search(decoder, features, START, END, DecodingOptions(beam_size=K, max_len=10, top_n=K))
+    assert [[len(h.tokens) for h in hypotheses] for hypotheses in results] == [[n, n] for n in lengths]
+    assert results[0][0].tokens == [A, A, A] and results[0][1].tokens.count(B) == 1  # the runner-up: one B, ties
+    assert all(h.finished and h.attention.shape == (len(h.tokens), P) for r in results for h in r)
+    # step t advances the K hypotheses of every image whose caption is not yet over
+    assert decoder.rows_per_step == [K * sum(n >= t for n in lengths) for t in range(max(lengths) + 1)]
+
+
 def tiny_decoder(seed=0):
     torch.manual_seed(seed)
     config = ModelConfig(encoder=EncoderConfig(backbone="tiny", weights="none"), embed_dim=16, attention_dim=12,
