@@ -153,10 +153,12 @@ class _History:
         self.words = torch.zeros(L, B, K, dtype=torch.long, device=device)
         self.parents = torch.zeros(L, B, K, dtype=torch.long, device=device)
         self.attention = torch.zeros(L, B, K, P, device=device)
+        self.steps = 0  # steps recorded so far: no hypothesis is longer
 
     def record(self, t: int, images: torch.Tensor, words: torch.Tensor, parents: torch.Tensor,
                attention: torch.Tensor) -> None:
         """images (b,), words and parents (b, K), attention (b, K, P) from the parents' step."""
+        self.steps = t + 1
         self.words[t, images] = words
         self.parents[t, images] = parents
         self.attention[t, images] = attention.gather(1, parents.unsqueeze(-1).expand(-1, -1, attention.shape[-1]))
@@ -169,7 +171,7 @@ class _History:
         out_words = words.new_zeros(*slot.shape, L)
         out_attention = attention.new_zeros(*slot.shape, L, P)
         current = slot.clone()
-        for t in reversed(range(L)):
+        for t in reversed(range(self.steps if len(images) else 0)):
             has_word = t < length
             out_words[:, :, t] = torch.where(has_word, words[t].gather(1, current), 0)
             out_attention[:, :, t] = torch.where(
