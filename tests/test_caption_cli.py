@@ -5,6 +5,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_interrupted_run_leaves_a_valid_partial_file(tmp_path):
     images = tmp_path / "many"
     images.mkdir()
     # enough images that the run is still going when the first records reach the disk (they are
-    # written in buffered blocks), however fast captioning has become: 200 were once too few
+    # written in buffered blocks), on a fast machine too
     count = 2000
     for i in range(count):
         shutil.copy(EXAMPLES / "shapes_5.jpg", images / f"{i:04d}.jpg")
@@ -148,7 +149,10 @@ def test_interrupted_run_leaves_a_valid_partial_file(tmp_path):
     output.write_text("an older file that must not be half-overwritten\n")
     process = subprocess.Popen([sys.executable, "-m", "captioner", "caption", str(images), "--output", str(output),
                                 "--batch-size", "8", "--num-workers", "0", "--quiet"],
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               # a shell's background job (nohup, `&`) ignores SIGINT, and a child
+                               # would inherit that; Ctrl-C in a terminal reaches a default handler
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # wait until captioning is under way (the temporary output has records), then Ctrl-C
     for _ in range(600):
         partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial") and p.stat().st_size]
