@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     caption.add_argument("--quantize", action="store_true",
                          help="int8 decoder weights on a CPU: about 4x faster decoding of a COCO-size model; "
-                              "captions can change (bundled model: 80%% of test captions unchanged)")
+                              "captions can change (bundled model: 83%% of test captions unchanged)")
     caption.add_argument("--format", choices=("jsonl", "csv", "coco"),
                          help="jsonl: one record per line (default); csv; coco: [{image_id, caption}] for "
                               "`captioner evaluate` (ids from COCO file names or --ids)")
