@@ -44,7 +44,7 @@ import measure
 import tutorial_reference as tutorial
 import workloads
 from captioner.config import load_config
-from captioner.device import resolve_device
+from captioner.device import keep_freed_memory, resolve_device
 from captioner.model import CaptionModel
 from captioner.training import build_optimizer, training_step
 
@@ -226,6 +226,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     measure.set_threads(args.threads, args.quick)
+    keep_freed_memory()  # as `fit` does, for both sides: the figures are what training gets
     device = resolve_device(args.device)
     machine = measure.machine(device)  # before the run: its load average is other work's, not ours
     cuda = device.type == "cuda"
