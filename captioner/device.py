@@ -41,7 +41,10 @@ def keep_freed_memory() -> None:
     zero-filling new pages every time. Keeping them (and up to 1 GB of free heap) made the
     shapes recipe's CPU training step about 20 % faster. Does nothing without glibc's mallopt.
     """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    try:
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    except (OSError, TypeError):  # no C library to open by that name (Windows)
+        return
     if mallopt is None:
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
