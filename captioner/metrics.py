@@ -62,7 +62,9 @@ def attention_grounding(
     mention's colour+shape (shape only when no colour precedes it); among several matches, the
     one whose box holds the most attention. Each record holds the word position and text, the
     object's box, the attention mass inside the box, whether the argmax cell's centre lies in
-    the box, and the uniform-attention baseline (box area / image area).
+    the box (`pointing`) or in another object's box instead (`other_object`: the word looks at
+    the wrong object, not at the background), and the uniform-attention baseline (box area /
+    image area).
     """
     maps = _as_numpy(attention)
     if maps.ndim != 3 or maps.shape[0] < len(words):
@@ -78,13 +80,17 @@ def attention_grounding(
         grid = maps[mention.index]
         masses = [box_mass(grid, o.bbox, image.width, image.height) for o in matches]
         best = int(np.argmax(masses))
-        box = matches[best].bbox
+        named = matches[best]
+        box = named.bbox
+        pointing = pointing_hit(grid, box, image.width, image.height)
         records.append({
             "t": mention.index,
             "word": words[mention.index],
             "bbox": list(box),
             "mass": masses[best],
-            "pointing": pointing_hit(grid, box, image.width, image.height),
+            "pointing": pointing,
+            "other_object": not pointing and any(
+                pointing_hit(grid, o.bbox, image.width, image.height) for o in image.objects if o is not named),
             "baseline": box[2] * box[3] / (image.width * image.height),
         })
     return records
@@ -127,19 +133,22 @@ def pointing_hit(grid: np.ndarray, bbox: Sequence[float], width: int, height: in
 
 
 def summarize_grounding(records: Sequence[Mapping]) -> dict[str, float]:
-    """Means over grounding records: attention mass in box, pointing accuracy, uniform baseline.
+    """Means over grounding records: attention mass in box, pointing accuracy, share of words
+    whose argmax cell lies on another object, uniform baseline.
 
     `mass_over_baseline` is mean mass / mean baseline (1.0 means no better than uniform). All
     values are 0.0 when there are no records; `count` says how many there were.
     """
     if not records:
-        return {"count": 0, "mass": 0.0, "pointing": 0.0, "baseline": 0.0, "mass_over_baseline": 0.0}
+        return {"count": 0, "mass": 0.0, "pointing": 0.0, "other_object": 0.0, "baseline": 0.0,
+                "mass_over_baseline": 0.0}
     mass = float(np.mean([r["mass"] for r in records]))
     baseline = float(np.mean([r["baseline"] for r in records]))
     return {
         "count": len(records),
         "mass": mass,
         "pointing": float(np.mean([r["pointing"] for r in records])),
+        "other_object": float(np.mean([r["other_object"] for r in records])),
         "baseline": baseline,
         "mass_over_baseline": mass / baseline,
     }

@@ -62,6 +62,18 @@ def test_attention_inside_box_gives_full_mass_and_pointing():
     assert summary["count"] == 2 and summary["mass"] == pytest.approx(1.0) and summary["pointing"] == 1.0
 
 
+def test_misses_are_told_apart_by_where_the_argmax_lands():
+    words = ["a", "red", "circle", "and", "a", "blue", "star"]
+    maps = np.zeros((len(words), 7, 7))
+    maps[2] = _one_hot(7, 7, 5, 4)  # the circle's word looks at the blue star
+    maps[6] = _one_hot(7, 7, 3, 0)  # the star's word looks at empty background
+    records = attention_grounding(words, maps, IMAGES[1])
+    assert [(r["pointing"], r["other_object"]) for r in records] == [(False, True), (False, False)]
+    assert summarize_grounding(records)["other_object"] == 0.5
+    maps[2] = _one_hot(7, 7, 0, 0)  # a hit is never counted as looking at another object
+    assert attention_grounding(words, maps, IMAGES[1])[0]["other_object"] is False
+
+
 def test_uniform_attention_mass_equals_area_share():
     uniform = np.full((7, 7), 1 / 49)
     assert box_mass(uniform, RED_CIRCLE.bbox, 224, 224) == pytest.approx(64 * 64 / 224**2, abs=1e-6)
