@@ -82,15 +82,15 @@ def attention_grounding(
         best = int(np.argmax(masses))
         named = matches[best]
         box = named.bbox
-        pointing = pointing_hit(grid, box, image.width, image.height)
+        peak = peak_centre(grid, image.width, image.height)
+        pointing = _inside(peak, box)
         records.append({
             "t": mention.index,
             "word": words[mention.index],
             "bbox": list(box),
             "mass": masses[best],
             "pointing": pointing,
-            "other_object": not pointing and any(
-                pointing_hit(grid, o.bbox, image.width, image.height) for o in image.objects if o is not named),
+            "other_object": not pointing and any(_inside(peak, o.bbox) for o in image.objects if o is not named),
             "baseline": box[2] * box[3] / (image.width * image.height),
         })
     return records
@@ -123,13 +123,16 @@ def _coverage(low: float, high: float, extent: int, cells: int) -> np.ndarray:
     return overlap / (extent / cells)
 
 
-def pointing_hit(grid: np.ndarray, bbox: Sequence[float], width: int, height: int) -> bool:
-    """Whether the centre of the map's highest cell lies inside box (x, y, w, h)."""
+def peak_centre(grid: np.ndarray, width: int, height: int) -> tuple[float, float]:
+    """Image coordinates (x, y) of the centre of an (h, w) map's highest cell."""
     rows, cols = grid.shape
     row, col = np.unravel_index(int(np.argmax(grid)), grid.shape)
-    centre_x, centre_y = (col + 0.5) * width / cols, (row + 0.5) * height / rows
+    return (col + 0.5) * width / cols, (row + 0.5) * height / rows
+
+
+def _inside(point: tuple[float, float], bbox: Sequence[float]) -> bool:
     x, y, w, h = bbox
-    return bool(x <= centre_x <= x + w and y <= centre_y <= y + h)
+    return bool(x <= point[0] <= x + w and y <= point[1] <= y + h)
 
 
 def summarize_grounding(records: Sequence[Mapping]) -> dict[str, float]:
