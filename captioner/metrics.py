@@ -58,13 +58,13 @@ def attention_grounding(
     """One record per generated shape word that names an object in `image`.
 
     `attention[t]` (T, h, w) is the map used to generate `words[t]`; steps after the last word
-    (such as the one producing <end>) are ignored. The named object is the one matching the
-    mention's colour+shape (shape only when no colour precedes it); among several matches, the
-    one whose box holds the most attention. Each record holds the word position and text, the
-    object's box, the attention mass inside the box, whether the argmax cell's centre lies in
-    the box (`pointing`) or in another object's box instead (`other_object`: the word looks at
-    the wrong object, not at the background), and the uniform-attention baseline (box area /
-    image area).
+    (such as the one producing <end>) are ignored. The word can name every object matching the
+    mention's colour+shape (shape only when no colour precedes it): "two red circles" names
+    both red circles, and "a red circle" either of two. Each record holds the word position and
+    text, the box of the match holding the most attention and the attention mass inside it,
+    whether the argmax cell's centre lies in the box of any match (`pointing`) or in the box of
+    an object the word cannot name (`other_object`: it looks at the wrong object, not at the
+    background), and the uniform-attention baseline (that box's area / image area).
     """
     maps = _as_numpy(attention)
     if maps.ndim != 3 or maps.shape[0] < len(words):
@@ -80,17 +80,16 @@ def attention_grounding(
         grid = maps[mention.index]
         masses = [box_mass(grid, o.bbox, image.width, image.height) for o in matches]
         best = int(np.argmax(masses))
-        named = matches[best]
-        box = named.bbox
+        box = matches[best].bbox
         peak = peak_centre(grid, image.width, image.height)
-        pointing = _inside(peak, box)
+        pointing = any(_inside(peak, o.bbox) for o in matches)
         records.append({
             "t": mention.index,
             "word": words[mention.index],
             "bbox": list(box),
             "mass": masses[best],
             "pointing": pointing,
-            "other_object": not pointing and any(_inside(peak, o.bbox) for o in image.objects if o is not named),
+            "other_object": not pointing and any(_inside(peak, o.bbox) for o in image.objects),
             "baseline": box[2] * box[3] / (image.width * image.height),
         })
     return records

@@ -96,6 +96,23 @@ def test_shape_word_picks_the_matching_object_with_most_attention():
     assert attention_grounding(["a", "green", "circle"], maps, IMAGES[2]) == []
 
 
+def test_a_word_naming_several_objects_points_at_any_of_them():
+    # The peak cell is the small red circle's, but the large one holds more of the mass: both
+    # are red circles, so "circles" (or "circle") looks at an object it names either way.
+    grid = np.zeros((7, 7))
+    grid[1, 5] = 0.3  # exactly OTHER_RED_CIRCLE's box
+    grid[0:2, 0:2] = 0.7 / 4  # RED_CIRCLE's four cells
+    for words in (["two", "red", "circles"], ["a", "red", "circle"]):
+        record = attention_grounding(words, np.stack([grid] * 3), IMAGES[2])[0]
+        assert record["bbox"] == list(RED_CIRCLE.bbox) and record["mass"] == pytest.approx(0.7)
+        assert (record["pointing"], record["other_object"]) == (True, False)
+    # With a blue star beside them, a peak on the star is a look at an object it cannot name.
+    three = ShapesImage(224, 224, (RED_CIRCLE, OTHER_RED_CIRCLE, BLUE_STAR))
+    on_star = _one_hot(7, 7, 5, 4)[None].repeat(3, axis=0)
+    record = attention_grounding(["two", "red", "circles"], on_star, three)[0]
+    assert (record["pointing"], record["other_object"]) == (False, True)
+
+
 def test_shapes_report_combines_all():
     words = ["a", "red", "circle"]
     report = shapes_report({1: "a red circle"}, {1: (words, np.full((3, 7, 7), 1 / 49))}, IMAGES)
