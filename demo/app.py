@@ -261,7 +261,7 @@ def _figures_markdown(evaluation: dict) -> list[str]:
     figures = [
         ("object recall (objects whose colour and shape the caption names)", shapes.get("object_recall")),
         ("hallucination rate (named objects not in the image)", shapes.get("hallucination_rate")),
-        ("pointing accuracy (attention peak inside the named object)", shapes.get("grounding_pointing")),
+        ("pointing accuracy (attention peak inside an object the word names)", shapes.get("grounding_pointing")),
         ("attention mass inside the named object's box", shapes.get("grounding_mass")),
         ("BLEU-4", metrics.get("Bleu_4")),
         ("ROUGE-L", metrics.get("ROUGE_L")),
