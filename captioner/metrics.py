@@ -136,7 +136,7 @@ def _inside(point: tuple[float, float], bbox: Sequence[float]) -> bool:
 
 def summarize_grounding(records: Sequence[Mapping]) -> dict[str, float]:
     """Means over grounding records: attention mass in box, pointing accuracy, share of words
-    whose argmax cell lies on another object, uniform baseline.
+    whose argmax cell lies on an object they cannot name, uniform baseline.
 
     `mass_over_baseline` is mean mass / mean baseline (1.0 means no better than uniform). All
     values are 0.0 when there are no records; `count` says how many there were.
