@@ -9,6 +9,7 @@ Letters: B batch, K beam, P grid cells, D feature dim, V vocabulary size, L deco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,9 +60,14 @@ def _length_norm(words: int | torch.Tensor, alpha: float):
 
 @torch.no_grad()
 def beam_search(
-    decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, options: DecodingOptions
+    decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, options: DecodingOptions,
+    banned_ids: Sequence[int] = (),
 ) -> list[list[DecodedCaption]]:
     """features (B, P, D) → for each image its `top_n` best hypotheses, best first.
+
+    `<start>` and the `banned_ids` (a vocabulary's `<pad>`) are never emitted: a word without
+    a place in the caption would still own an attention map, and words and maps would fall out
+    of line. Only `<end>` ends a caption.
 
     Each step ranks the 2K best continuations of the K live hypotheses of an image: an <end>
     among the first K ranks is set aside as finished, and the K best others stay live, so the
@@ -95,10 +101,12 @@ def beam_search(
     done_count = torch.zeros(B, dtype=torch.long, device=device)
     rank = torch.arange(2 * K, device=device)
     beam_rows = torch.arange(K, device=device)
+    never = torch.tensor(sorted({start_id, *banned_ids}), device=device)
 
     for t in range(L + 1):
         logits, state, alpha_t = decoder.step(tokens, state, keys, features)
         log_probs = logits.float().log_softmax(dim=-1).view(len(active), K, -1)
+        log_probs[..., never] = float("-inf")
         if t < options.min_len:
             log_probs[..., end_id] = float("-inf")
         V = log_probs.shape[-1]
@@ -118,6 +126,10 @@ def beam_search(
             done_slot[active] = torch.cat([done_slot[active], top_beam], 1).gather(1, keep)
             done_count[active] += ending.sum(dim=1)
         if t == L:
+            # a hypothesis whose <end> was just set aside is finished: it must not also be
+            # returned as an unfinished one with the same words
+            ended = torch.zeros_like(top_beam).scatter_add_(1, top_beam, ending.long()) > 0
+            live_log_prob = live_log_prob.masked_fill(ended[:, :K], float("-inf"))
             break
 
         # the K best continuations that did not end stay live
@@ -210,8 +222,9 @@ def _collect(options, history: _History, live_length: int, done_count, done_scor
 
 
 def greedy_decode(
-    decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 20
+    decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, max_len: int = 20,
+    banned_ids: Sequence[int] = (),
 ) -> list[DecodedCaption]:
     """The most probable word at every step, for a whole batch: features (B, P, D) → B captions."""
     options = DecodingOptions(beam_size=1, max_len=max_len, min_len=0)
-    return [hypotheses[0] for hypotheses in beam_search(decoder, features, start_id, end_id, options)]
+    return [hypotheses[0] for hypotheses in beam_search(decoder, features, start_id, end_id, options, banned_ids)]

@@ -123,7 +123,8 @@ class Captioner:
                          sources: Sequence[str] | None = None) -> list[CaptionResult]:
         """Encoder features (B, P, D), e.g. from the feature cache → B results."""
         features = features.to(self.device, torch.float32, non_blocking=True)
-        hypotheses = beam_search(self.model.decoder, features, self.vocab.start_id, self.vocab.end_id, options)
+        hypotheses = beam_search(self.model.decoder, features, self.vocab.start_id, self.vocab.end_id, options,
+                                 banned_ids=(self.vocab.pad_id,))
         sources = sources or [str(i) for i in range(len(hypotheses))]
         return [self._result(source, best) for source, best in zip(sources, hypotheses)]
 
@@ -172,14 +173,18 @@ class Captioner:
         return best
 
     def _hypothesis(self, source: str, decoded: DecodedCaption) -> CaptionResult:
+        words = self.vocab.decode(decoded.tokens)
+        attention = decoded.attention.reshape(-1, self.grid, self.grid)
+        # overlays, grounding and the demo pair words with maps by position
+        assert len(words) == len(attention), f"{len(words)} words but {len(attention)} attention maps"
         return CaptionResult(
             source=source,
-            text=self.vocab.decode_text(decoded.tokens),
-            words=self.vocab.decode(decoded.tokens),
+            text=" ".join(words),
+            words=words,
             tokens=decoded.tokens,
             score=decoded.score,
             log_prob=decoded.log_prob,
-            attention=decoded.attention.reshape(-1, self.grid, self.grid),
+            attention=attention,
             finished=decoded.finished,
         )
 
@@ -187,12 +192,10 @@ class Captioner:
 def quantize_decoder(model: CaptionModel) -> None:
     """Swap the decoder's Linear and LSTMCell layers for int8 dynamically quantized ones (CPU only).
 
-    Decoding one image is bound by reading the decoder's weights once per step (a COCO-size
-    decoder holds ~50 MB of them), not by arithmetic: int8 weights cut beam-3 decoding of a
-    COCO-size model from 192 to 46 ms on a 2-core CPU. Scores move, so captions can change: on
-    the bundled shapes model 840 of 1,000 test captions stayed the same and object recall went
-    from 0.954 to 0.959 (the previous, smaller bundled decoder was no faster this way). Check a
-    model's figures with and without before relying on it.
+    Decoding one image is bound by reading the decoder's weights once per step, not by
+    arithmetic, so int8 weights make single-image decoding faster on a CPU (docs/performance.md).
+    Scores move, so captions can change: check a model's figures with and without before
+    relying on it.
     """
     if any(p.device.type != "cpu" for p in model.decoder.parameters()):
         raise ValueError("quantize: int8 decoding runs on the CPU only; use --device cpu, or no --quantize on a GPU")

@@ -66,3 +66,22 @@ def test_readme_python_example_runs_and_names_the_objects():
     assert Counter(parse_caption(lines[0].rsplit(" ", 1)[0])) == Counter(
         (o["colour"], o["shape"]) for o in json.loads((EXAMPLES / "objects.json").read_text())["shapes_5.jpg"])
     assert lines[1].startswith("torch.Size([") and lines[1].endswith(", 14, 14])")
+
+
+def test_top_n_alternatives_are_distinct_when_captions_end_at_max_len(bundled):
+    # shapes_4's best caption has exactly 6 words: at --max-len 6 it used to come back twice,
+    # once finished and once as the same words unfinished
+    (result,) = bundled.caption(EXAMPLES / "shapes_4.jpg", beam_size=3, max_len=6, top_n=3)
+    texts = [result.text] + [alternative.text for alternative in result.alternatives]
+    assert len(texts) == 3 and len(set(texts)) == 3, texts
+
+
+def test_one_attention_map_per_word_even_when_pad_and_start_score_highest():
+    captioner = Captioner.load(device="cpu")
+    vocab = captioner.vocab
+    with torch.no_grad():  # a decoder that would rather write <pad> or <start> than any word
+        captioner.model.decoder.out.bias[[vocab.pad_id, vocab.start_id]] += 30.0
+    for beam_size in (1, 3):
+        (result,) = captioner.caption(EXAMPLES / "shapes_1.jpg", beam_size=beam_size, max_len=7)
+        assert vocab.pad_id not in result.tokens and vocab.start_id not in result.tokens
+        assert len(result.words) == len(result.tokens) == result.attention.shape[0]

@@ -197,3 +197,54 @@ def test_invalid_options_are_rejected_with_a_message():
     with pytest.raises(ValueError, match="top_n"):
         DecodingOptions(beam_size=2, top_n=3)
 
+
+
+def random_table(generator: torch.Generator) -> dict[int, dict[int, float]]:
+    """A random bigram table over the words A, B, C and <end>, with <end> rare enough that
+    hypotheses reach max_len and common enough that some end exactly there."""
+    table = {}
+    for previous in (START, A, B, C):
+        weights = torch.rand(4, generator=generator) + 0.05
+        weights[-1] *= 0.5
+        weights /= weights.sum()
+        table[previous] = dict(zip((A, B, C, END), weights.tolist()))
+    return table
+
+
+@pytest.mark.parametrize("beam_size", [2, 3, 4])
+def test_top_n_never_lists_a_token_sequence_twice(beam_size):
+    # The bug: at max_len, a hypothesis that ended at the last step was returned both as
+    # finished and, still live, as unfinished with the same words.
+    generator = torch.Generator().manual_seed(beam_size)
+    for _ in range(60):
+        decoder = BigramDecoder(random_table(generator))
+        for max_len in (1, 2, 3, 4):
+            (hypotheses,) = decode(decoder, beam_size=beam_size, max_len=max_len, top_n=beam_size, min_len=0)
+            sequences = [tuple(h.tokens) for h in hypotheses]
+            assert len(set(sequences)) == len(sequences), sequences
+
+
+def test_a_caption_that_ends_at_max_len_is_listed_once_as_finished():
+    # "A <end>" (p 0.5·0.6) ends exactly at max_len 1; "B" cannot end, so top 2 are A<end> and B…
+    table = {START: {A: 0.5, B: 0.5}, A: {END: 0.6, A: 0.4}, B: {B: 1.0}}
+    (hypotheses,) = decode(BigramDecoder(table), beam_size=2, max_len=1, top_n=2, min_len=0)
+    assert [(h.tokens, h.finished) for h in hypotheses] == [([A], True), ([B], False)]
+    assert hypotheses[0].log_prob == pytest.approx(math.log(0.5 * 0.6), abs=1e-5)
+
+
+PAD = 0
+
+
+def test_pad_and_start_are_never_emitted():
+    # <pad> and <start> are the most probable next words everywhere: the search must still
+    # write only real words, one attention row each, and end only with <end>.
+    table = {START: {PAD: 0.5, START: 0.3, A: 0.2}, PAD: {PAD: 0.9, END: 0.1},
+             A: {START: 0.6, B: 0.3, END: 0.1}, B: {PAD: 0.5, END: 0.5}}
+    for beam_size in (1, 3):
+        (hypotheses,) = beam_search(BigramDecoder(table), torch.zeros(1, P, 3), START, END,
+                                    DecodingOptions(beam_size=beam_size, max_len=6, top_n=beam_size),
+                                    banned_ids=(PAD,))
+        for h in hypotheses:
+            assert PAD not in h.tokens and START not in h.tokens
+            assert h.attention.shape == (len(h.tokens), P)
+        assert hypotheses[0].tokens == [A, B] and hypotheses[0].finished  # the best real-word caption
