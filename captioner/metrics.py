@@ -14,6 +14,7 @@ import torch
 
 from captioner.data.shapes import ShapeObject, ShapesImage, find_mentions, parse_caption
 
+
 def object_recall(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> float:
     """Share of all objects, over the captioned images, whose colour+shape the caption names.
 
@@ -62,9 +63,11 @@ def attention_grounding(
     mention's colour+shape (shape only when no colour precedes it): "two red circles" names
     both red circles, and "a red circle" either of two. Each record holds the word position and
     text, the box of the match holding the most attention and the attention mass inside it,
-    whether the argmax cell's centre lies in the box of any match (`pointing`) or in the box of
-    an object the word cannot name (`other_object`: it looks at the wrong object, not at the
-    background), and the uniform-attention baseline (that box's area / image area).
+    whether the argmax cell's centre lies in the box of a match whose size also fits the
+    mention's size word (`pointing`: "a small red circle" peaking on the large red circle is a
+    miss), the same ignoring size words (`pointing_ignoring_size`), whether a missed peak lies
+    in the box of an object the word cannot name (`other_object`: it looks at the wrong object,
+    not at the background), and the uniform-attention baseline (that box's area / image area).
     """
     maps = _as_numpy(attention)
     if maps.ndim != 3 or maps.shape[0] < len(words):
@@ -82,13 +85,14 @@ def attention_grounding(
         best = int(np.argmax(masses))
         box = matches[best].bbox
         peak = peak_centre(grid, image.width, image.height)
-        pointing = any(_inside(peak, o.bbox) for o in matches)
+        pointing = any(_inside(peak, o.bbox) for o in matches if mention.names(o))
         records.append({
             "t": mention.index,
             "word": words[mention.index],
             "bbox": list(box),
             "mass": masses[best],
             "pointing": pointing,
+            "pointing_ignoring_size": any(_inside(peak, o.bbox) for o in matches),
             "other_object": not pointing and any(_inside(peak, o.bbox) for o in image.objects),
             "baseline": box[2] * box[3] / (image.width * image.height),
         })
@@ -135,21 +139,23 @@ def _inside(point: tuple[float, float], bbox: Sequence[float]) -> bool:
 
 
 def summarize_grounding(records: Sequence[Mapping]) -> dict[str, float]:
-    """Means over grounding records: attention mass in box, pointing accuracy, share of words
-    whose argmax cell lies on an object they cannot name, uniform baseline.
+    """Means over grounding records: attention mass in box, pointing accuracy (honouring size
+    words, and ignoring them), share of words whose argmax cell lies on an object they cannot
+    name, uniform baseline.
 
     `mass_over_baseline` is mean mass / mean baseline (1.0 means no better than uniform). All
     values are 0.0 when there are no records; `count` says how many there were.
     """
     if not records:
-        return {"count": 0, "mass": 0.0, "pointing": 0.0, "other_object": 0.0, "baseline": 0.0,
-                "mass_over_baseline": 0.0}
+        return {"count": 0, "mass": 0.0, "pointing": 0.0, "pointing_ignoring_size": 0.0, "other_object": 0.0,
+                "baseline": 0.0, "mass_over_baseline": 0.0}
     mass = float(np.mean([r["mass"] for r in records]))
     baseline = float(np.mean([r["baseline"] for r in records]))
     return {
         "count": len(records),
         "mass": mass,
         "pointing": float(np.mean([r["pointing"] for r in records])),
+        "pointing_ignoring_size": float(np.mean([r["pointing_ignoring_size"] for r in records])),
         "other_object": float(np.mean([r["other_object"] for r in records])),
         "baseline": baseline,
         "mass_over_baseline": mass / baseline,

@@ -113,6 +113,30 @@ def test_a_word_naming_several_objects_points_at_any_of_them():
     assert (record["pointing"], record["other_object"]) == (False, True)
 
 
+def test_pointing_honours_size_words():
+    # The peak sits on the large red circle (RED_CIRCLE's top-left cell). Said "large", or with
+    # no size word, that is a hit; said "small", it is a look at the other red circle: a miss,
+    # though ignoring the size word it would count.
+    on_large = _one_hot(7, 7, 0, 0)[None].repeat(5, axis=0)
+    cases = {
+        ("a", "large", "red", "circle"): (True, True, False),
+        ("a", "red", "circle"): (True, True, False),
+        ("a", "small", "red", "circle"): (False, True, True),
+        ("a", "red", "small", "circle"): (False, True, True),
+        ("two", "small", "red", "circles"): (False, True, True),
+    }
+    for words, expected in cases.items():
+        (record,) = attention_grounding(list(words), on_large, IMAGES[2])
+        assert (record["pointing"], record["pointing_ignoring_size"], record["other_object"]) == expected, words
+    # "a small blue star" over the small star is a hit; over nothing of that size it is a miss
+    on_star = _one_hot(7, 7, 5, 4)[None].repeat(5, axis=0)
+    assert attention_grounding(["a", "small", "blue", "star"], on_star, IMAGES[1])[0]["pointing"]
+    (wrong_size,) = attention_grounding(["a", "large", "blue", "star"], on_star, IMAGES[1])
+    assert (wrong_size["pointing"], wrong_size["pointing_ignoring_size"]) == (False, True)
+    summary = summarize_grounding([wrong_size, attention_grounding(["a", "blue", "star"], on_star, IMAGES[1])[0]])
+    assert (summary["pointing"], summary["pointing_ignoring_size"]) == (0.5, 1.0)
+
+
 def test_shapes_report_combines_all():
     words = ["a", "red", "circle"]
     report = shapes_report({1: "a red circle"}, {1: (words, np.full((3, 7, 7), 1 / 49))}, IMAGES)

@@ -92,12 +92,17 @@ class ShapesImage:
 
 @dataclass(frozen=True)
 class Mention:
-    """A shape word at `index` of a word sequence, with its colour (if said) and count."""
+    """A shape word at `index` of a word sequence, with its colour and size (if said) and count."""
 
     index: int
     shape: str
     colour: str | None
     count: int
+    size: str | None = None
+
+    def names(self, obj: ShapeObject) -> bool:
+        """Whether this mention can name `obj`: same shape, and colour and size where said."""
+        return obj.shape == self.shape and self.colour in (None, obj.colour) and self.size in (None, obj.size)
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class _Scene:
 
 
 def find_mentions(words: Sequence[str]) -> list[Mention]:
-    """Every shape word (singular or plural) in `words`, with the colour and count before it.
+    """Every shape word (singular or plural) in `words`, with the colour, size and count before it.
 
     Size words may sit between the count, colour and shape ("two small red circles"). A plural
     without a count word counts as two. Words are matched case-insensitively.
@@ -126,21 +131,25 @@ def find_mentions(words: Sequence[str]) -> list[Mention]:
     for index, word in enumerate(words):
         if word not in _SINGULAR:
             continue
-        before = _skip_sizes(words, index - 1)
+        before, size = _skip_sizes(words, index - 1)
         colour = words[before] if before >= 0 and words[before] in COLOUR_RGB else None
         if colour is not None:
-            before = _skip_sizes(words, before - 1)
+            before, size_before_colour = _skip_sizes(words, before - 1)
+            size = size or size_before_colour
         plural = word != _SINGULAR[word]
         count = _count_at(words, before) if plural else 1
-        mentions.append(Mention(index, _SINGULAR[word], colour, count))
+        mentions.append(Mention(index, _SINGULAR[word], colour, count, size))
     return mentions
 
 
-def _skip_sizes(words: Sequence[str], position: int) -> int:
-    """First position at or before `position` that is not a size word (-1 if none)."""
+def _skip_sizes(words: Sequence[str], position: int) -> tuple[int, str | None]:
+    """First position at or before `position` that is not a size word (-1 if none), and the
+    size word nearest the shape among those skipped (None if none)."""
+    size = None
     while position >= 0 and words[position] in SIZE_FRACTIONS:
+        size = size or words[position]
         position -= 1
-    return position
+    return position, size
 
 
 def _count_at(words: Sequence[str], position: int) -> int:
