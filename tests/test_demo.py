@@ -159,8 +159,12 @@ def test_predict_accepts_bytes_and_pil_images(captioner):
 
 
 def test_top_n_is_capped_by_the_beam_size(captioner):
+    # A beam of 2 holds exactly 2 hypotheses (finished, or filled with unfinished ones), so
+    # asking for 5 gives 2 distinct captions, best first; without the cap the search would refuse.
     prediction = app.predict(captioner, str(LONE_TRIANGLE), beam_size=2, top_n=5)
-    assert prediction.ok and len(prediction.alternatives) <= 2
+    assert prediction.ok, prediction.error
+    texts, scores = [a[0] for a in prediction.alternatives], [a[2] for a in prediction.alternatives]
+    assert len(texts) == 2 and len(set(texts)) == 2 and scores == sorted(scores, reverse=True)
 
 
 def test_selecting_a_word_returns_its_stored_overlay_without_running_the_model(captioner, model_calls):

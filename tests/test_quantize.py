@@ -1,6 +1,5 @@
-"""int8 decoder weights for CPU captioning: close to the float model (on the 1,000-image shapes test
-set 84 % of captions were identical; on the 8 examples 6 are, and the other 2 differ only in the
-opening phrase, naming the same objects)."""
+"""int8 decoder weights for CPU captioning: each layer within its rounding bounds of the float
+layer, and captions that name the same objects as the float model's."""
 
 import json
 import subprocess
@@ -31,16 +30,36 @@ def test_quantized_decoder_holds_int8_weights(captioners):
     assert packed.dtype == torch.qint8 and packed.shape == plain.model.decoder.out.weight.shape
 
 
-def test_quantized_captions_match_the_float_model(captioners):
+def test_int8_layers_stay_within_their_rounding_bounds(captioners):
+    plain, quantized = captioners
+    float_layers = dict(plain.model.decoder.named_modules())
+    checked = 0
+    for name, layer in quantized.model.decoder.named_modules():
+        if not isinstance(layer, torch.ao.nn.quantized.dynamic.Linear):
+            continue
+        reference = float_layers[name]
+        weight = layer.weight()
+        dequantized = weight.dequantize()
+        # per-tensor int8: rounding moves every weight by at most half a quantization step (plus
+        # float32 rounding of w / scale, ~1e-7 for these weights)
+        assert (dequantized - reference.weight).abs().max() <= weight.q_scale() / 2 + 1e-6, name
+        # the input is rounded to 8 bits at run time (7 on x86, whose kernels reduce the range
+        # to avoid overflow): each output moves by at most Σ_j |w_ij| · half an input step
+        x = torch.randn(16, reference.in_features, generator=torch.Generator().manual_seed(checked))
+        step = (x.max().clamp(min=0) - x.min().clamp(max=0)) / 127
+        bound = dequantized.abs().sum(1) * step / 2 + 1e-5
+        assert ((layer(x) - (x @ dequantized.T + reference.bias)).abs() <= bound).all(), name
+        checked += 1
+    assert checked >= 4  # attention key/query, deep output's two layers and the vocabulary layer
+
+
+def test_quantized_captions_name_the_same_objects(captioners):
     plain, quantized = captioners
     float_results, int8_results = plain.caption(EXAMPLES), quantized.caption(EXAMPLES)
-    same = sum(a.text == b.text for a, b in zip(float_results, int8_results))
-    assert len(EXAMPLES) == 8 and same >= 6  # measured: 6 of 8
+    assert len(EXAMPLES) == 8
     for a, b in zip(float_results, int8_results):
         assert sorted(parse_caption(a.text)) == sorted(parse_caption(b.text)), (a.text, b.text)
-        if a.text == b.text:
-            assert abs(a.log_prob - b.log_prob) < 0.25  # measured: at most 0.05
-            assert b.attention.shape == a.attention.shape
+        assert b.attention.shape[0] == len(b.words)
 
 
 def test_caption_cli_quantize(tmp_path):
