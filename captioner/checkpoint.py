@@ -7,6 +7,7 @@ step, epoch, best score). It loads with `torch.load(weights_only=True)`: no pick
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -57,11 +58,46 @@ def load_checkpoint(path: str | Path | None, map_location: str | torch.device = 
     return payload
 
 
-def export_checkpoint(source: str | Path, destination: str | Path, evaluation: dict | None = None) -> Path:
-    """A captioning-only copy of a training checkpoint: training state dropped, and the
-    measured `evaluation` figures (e.g. a scores JSON from `captioner evaluate`) attached."""
+def export_checkpoint(source: str | Path, destination: str | Path, evaluation: dict | None = None,
+                      data_origin: str | None = None) -> Path:
+    """A captioning-only copy of a training checkpoint: training state dropped, the measured
+    `evaluation` figures (e.g. a scores JSON from `captioner evaluate`) and `data_origin` (how the
+    training data was made or where it came from, e.g. the `captioner shapes` command) attached.
+
+    An exported checkpoint is meant to be shared, so no path of the machine that built it goes
+    in: paths under the working directory become relative, others keep only their tail."""
     payload = load_checkpoint(source)
-    kept = {key: payload[key] for key in ("config", "vocab", "model", "scores") if key in payload}
+    kept = {key: payload[key] for key in ("config", "vocab", "model", "scores", "data_origin") if key in payload}
     if evaluation is not None:
         kept["evaluation"] = evaluation
-    return save_checkpoint(kept, destination)
+    if data_origin is not None:
+        kept["data_origin"] = data_origin
+    tensors = kept.pop("model")
+    kept = without_machine_paths(kept, Path.cwd())
+    return save_checkpoint({**kept, "model": tensors}, destination)
+
+
+# an absolute POSIX path: "/" not preceded by a word character, then path characters
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[\w.+@-]+(?:/[\w.+@-]+)*/?")
+
+
+def without_machine_paths(value, root: Path):
+    """`value` (plain types) with every absolute path in its strings rewritten: relative to `root`
+    when under it, from `site-packages/` on for installed files, else `…/` and the last two parts."""
+    if isinstance(value, dict):
+        return {key: without_machine_paths(item, root) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(without_machine_paths(item, root) for item in value)
+    if isinstance(value, str):
+        return _ABSOLUTE_PATH.sub(lambda match: _portable(match.group(0), root), value)
+    return value
+
+
+def _portable(path: str, root: Path) -> str:
+    resolved = Path(path)
+    if resolved.is_relative_to(root):
+        return str(resolved.relative_to(root)) or "."
+    parts = resolved.parts
+    if "site-packages" in parts:
+        return "/".join(parts[parts.index("site-packages"):])
+    return "…/" + "/".join(parts[-2:])
