@@ -84,6 +84,24 @@ def test_cpu_latency_quick(tmp_path):
     assert report["bundled_model"]["caption"]  # the trained bundled model says something
 
 
+def test_demo_latency_quick(tmp_path):
+    report = run_quick("demo_latency.py", tmp_path)
+    assert report["runs"] == 2 and report["beam_size"] == 3 and report["image"] == "examples/shapes_5.jpg"
+    assert positive(report["median_ms"]) and positive(report["baseline_model_only_median_ms"])
+    assert report["p90_ms"] >= report["median_ms"]
+    assert len(report["caption"].split()) == report["words"] > 0
+    assert "end_to_end_median_ms" not in report and "large_12mp_median_ms" not in report  # --quick skips both
+
+
+def test_committed_results_are_json_without_machine_paths():
+    for path in sorted((BENCH / "results").glob("*.json")):
+        text = path.read_text()
+        report = json.loads(text)  # the whole file, not a log line before it
+        assert isinstance(report, dict) and report, path.name
+        for root in ("/work/", "/root/", "/home/", "/tmp/"):
+            assert root not in text, (path.name, root)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread, and much faster when the machine is busy."""
