@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from captioner import coco_eval
+from captioner import coco_eval, coco_java
 from captioner.coco_eval import GroundTruth, evaluate_captions
 
 REFERENCES_PER_IMAGE = 5
@@ -74,8 +74,8 @@ def baseline_skipped_because(java: bool, wanted: bool) -> str | None:
         return "--no-baseline"
     if not java:
         return "no java on PATH"
-    if not os.access(coco_eval._PTB_JAR.parent, os.W_OK):
-        return f"{coco_eval._PTB_JAR.parent} is read-only (pycocoevalcap's tokenizer writes there)"
+    if not os.access(coco_java.PTB_JAR.parent, os.W_OK):
+        return f"{coco_java.PTB_JAR.parent} is read-only (pycocoevalcap's tokenizer writes there)"
     return None
 
 

@@ -5,18 +5,21 @@ What is official. Papers score captions with the COCO caption evaluation code, p
 PTBTokenizer (Java, lower-cased, one caption per line) and stripped of pycocoevalcap's punctuation
 list; then pycocoevalcap's scorers give BLEU-1..4, METEOR 1.5 (Java), ROUGE-L and CIDEr (its
 "CIDEr" is CIDEr-D: Gaussian length penalty, clipped counts, document frequencies from the
-references of the scored images). This module runs exactly that: the same jar, Java class,
-arguments and punctuation removal for tokenizing, the same METEOR jar, command and line protocol,
-and pycocoevalcap's own BLEU, ROUGE-L and CIDEr classes, on the images present in the results
-only (the Karpathy test split is a subset of val2014). SPICE runs only when the Stanford CoreNLP
-3.6.0 jars it needs are already in pycocoevalcap's spice/lib folder: pycocoevalcap would download
-them, which cannot happen offline, so otherwise the report says SPICE was skipped.
+references of the scored images). This module runs exactly that: the tokenizer, METEOR and
+SPICE as pycocoevalcap runs them (`captioner.coco_java`, which also says why not through
+pycocoevalcap's own classes), and pycocoevalcap's own BLEU, ROUGE-L and CIDEr classes, on the
+images present in the results only (the Karpathy test split is a subset of val2014). SPICE runs
+only when the Stanford CoreNLP 3.6.0 jars it needs are already in pycocoevalcap's spice/lib
+folder: pycocoevalcap would download them, which cannot happen offline, so otherwise the report
+says SPICE was skipped. METEOR's JVM starts first so that loading its paraphrase table (the
+slowest step) overlaps tokenizing and the pure-Python scorers, then scores in a thread beside
+them.
 
-Why not call pycocoevalcap's PTBTokenizer/Meteor/Spice classes themselves: they write temporary
-files into (and run from) the installed package folder, which may be read-only and is shared by
-every evaluation running at once. Here every tokenizer run gets a private temporary folder, and
-METEOR's JVM starts first so that loading its paraphrase table (the slowest step) overlaps
-tokenizing and the pure-Python scorers, then scores in a thread beside them.
+Which references. COCOEvalCap scores against an official captions file (`captions_val2014.json`):
+each image's captions as pycocotools reads them. A split of a Karpathy split file is scored the
+same way, against the captions file of the folder holding its images, matched by image id
+(`cocoid`); the split file's own `raw` sentences are used only when no captions file covers the
+split, and the report's `references` and `notes` say which were used and why.
 
 Order matters. The PTB lexer looks past the end of a line (an initial such as "a." is split off
 when the next line starts with "A" or "The"), so a caption's tokens can depend on the caption
@@ -37,29 +40,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
-import re
 import shutil
-import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Self
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor import meteor as pycoco_meteor
 from pycocoevalcap.rouge.rouge import Rouge
-from pycocoevalcap.spice import get_stanford_models as pycoco_spice_models
-from pycocoevalcap.spice import spice as pycoco_spice
-from pycocoevalcap.tokenizer import ptbtokenizer as pycoco_ptb
 
-from captioner.data.coco import DatasetError, load_karpathy_split
+from captioner import coco_java
+from captioner.data.coco import DatasetError, ImageRecord, captions_file, load_karpathy_split
 from captioner.vocab import tokenize
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "SPICE")
@@ -67,25 +62,12 @@ JAVA_TOKENIZER = "PTBTokenizer (Stanford CoreNLP 3.4.1, Java; the official COCO 
 PYTHON_TOKENIZER = (
     "python (approximate; install Java for the exact COCO figures: apt-get install default-jre-headless)"
 )
+# What a GroundTruth's references are (its `kind`, written into reports).
+COCO_CAPTIONS = "coco-captions"  # an official captions file, read as COCOEvalCap reads it
+SPLIT_FILE_RAW = "split-file-raw"  # the `raw` sentences of a Karpathy split file
+IN_MEMORY = "in-memory"  # references the caller built
 # How many offending ids or entries an error message lists.
 _SHOWN = 5
-
-# pycocoevalcap's tokenizer: jar, Java class and arguments as in PTBTokenizer.tokenize.
-_PTB_JAR = Path(pycoco_ptb.__file__).parent / pycoco_ptb.STANFORD_CORENLP_3_4_1_JAR
-_PTB_COMMAND = ("edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase")
-# Removed after tokenizing. The list holds "-LRB-" but the tokens are lower-cased by then, so
-# brackets survive as "-lrb-"/"-rrb-" in the official figures; kept that way on purpose.
-_PUNCTUATION = frozenset(pycoco_ptb.PUNCTUATIONS)
-# pycocoevalcap replaces "\n" only, but the Java tokenizer also ends a line at these; a caption
-# holding one would shift every later caption onto the wrong image, so they become spaces too.
-_LINE_BREAKS = str.maketrans({char: " " for char in "\n\r\x0b\x0c\u2028\u2029"})
-# pycocoevalcap's METEOR: jar, folder (it finds its paraphrase data from there) and arguments.
-_METEOR_DIR = Path(pycoco_meteor.__file__).parent
-_METEOR_COMMAND = ("-jar", "-Xmx2G", pycoco_meteor.METEOR_JAR, "-", "-", "-stdio", "-l", "en", "-norm")
-# pycocoevalcap's SPICE and the CoreNLP jars it downloads into spice/lib when they are missing.
-_SPICE_DIR = Path(pycoco_spice.__file__).parent
-_SPICE_LIB = Path(pycoco_spice_models.SPICEDIR) / pycoco_spice_models.SPICELIB
-_SPICE_JARS = (f"{pycoco_spice_models.JAR}.jar", f"{pycoco_spice_models.JAR}-models.jar")
 
 
 class ResultsError(ValueError):
@@ -94,19 +76,31 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class GroundTruth:
-    """Reference captions by image id, and where they came from (for messages and reports)."""
+    """Reference captions by image id, and where they came from (for messages and reports).
+
+    `kind` is COCO_CAPTIONS, SPLIT_FILE_RAW or IN_MEMORY; `note` says why a split is scored
+    against its split file's sentences rather than an official captions file.
+    """
 
     references: dict[int, list[str]]
     source: str
+    kind: str = IN_MEMORY
+    note: str | None = None
+
+    def describe(self) -> dict[str, str]:
+        """{"source": ..., "kind": ...} for reports."""
+        return {"source": self.source, "kind": self.kind}
 
 
 # ---------------------------------------------------------------------------- ground truth
 
 
-def load_annotations(path: str | Path) -> GroundTruth:
+def load_annotations(path: str | Path, root: str | Path | None = None) -> GroundTruth:
     """References of an official COCO captions file (`captions_val2014.json`), read with pycocotools.
 
+    Each image's references are its captions in `COCO.imgToAnns`, as COCOEvalCap reads them.
     Images without any caption are left out: they cannot be scored. Images keep the file's order.
+    The source is the path relative to `root` when given (reports name no machine's folders).
     """
     from pycocotools.coco import COCO  # noqa: PLC0415 - slow import, only needed here
 
@@ -131,17 +125,66 @@ def load_annotations(path: str | Path) -> GroundTruth:
             references[int(image_id)] = captions
     if not references:
         raise DatasetError(f"{path} holds no caption annotations")
-    return GroundTruth(references, str(path))
+    return GroundTruth(references, str(path) if root is None else _shown_path(path, root), COCO_CAPTIONS)
 
 
-def load_split_file(path: str | Path, split: str) -> GroundTruth:
-    """References of one split of a Karpathy-style split file (`dataset_coco.json`, shapes data).
+def load_split_file(path: str | Path, split: str, root: str | Path | None = None) -> GroundTruth:
+    """The references COCOEvalCap scores one split of a Karpathy-style split file against.
 
+    `root` is the COCO folder (annotations/, val2014/, ...), by default the split file's folder.
     Ids follow `captioner.data.coco.load_karpathy_split` (`cocoid` when present, else `imgid`),
-    the ids our decoder writes in its results; `restval` joins `train`. Images keep the file's order.
+    the ids our decoder writes in its results; `restval` joins `train`. See `split_references`.
     """
-    records = load_karpathy_split(path, "", split)
-    return GroundTruth({record.image_id: list(record.captions) for record in records}, f"{path} (split {split})")
+    path = Path(path)
+    root = path.parent if root is None else Path(root)
+    return split_references(load_karpathy_split(path, root, split), root, path)
+
+
+def split_references(records: Sequence[ImageRecord], root: str | Path, split_file: str | Path) -> GroundTruth:
+    """The references COCOEvalCap scores `records`, a split of `split_file` read under `root`, against.
+
+    They are the official captions file of the folder holding the records' images (val2014/ →
+    annotations/captions_val2014.json under `root`), read as `load_annotations` reads it, for the
+    records' image ids (`cocoid`), in that file's order. Only when no such file covers every
+    record are the split file's `raw` sentences used; the result's `kind` says which, and its
+    `note` why. Sources are relative to `root`.
+    """
+    root = Path(root)
+    official, why_not = _official_references(records, root)
+    if official is not None:
+        return official
+    raw = {record.image_id: list(record.captions) for record in records}
+    return GroundTruth(raw, _shown_path(Path(split_file), root), SPLIT_FILE_RAW, why_not)
+
+
+def _official_references(records: Sequence[ImageRecord], root: Path) -> tuple[GroundTruth | None, str | None]:
+    """(references of `records` from their folder's captions file, None) or (None, why there are none)."""
+    folders = sorted({record.path.parent for record in records})
+    if len(folders) > 1:
+        names = ", ".join(folder.name for folder in folders)
+        return None, (f"the split's images lie in {len(folders)} folders ({names}), and COCOEvalCap scores "
+                      "against one captions file")
+    if folders[0].parent != root:
+        return None, "the split file names no COCO image folder (`filepath`, e.g. val2014) for the split's images"
+    path = captions_file(root, folders[0].name)
+    if not path.is_file():
+        return None, f"{_shown_path(path, root)} not found"
+    annotations = load_annotations(path, root)
+    missing = [record.image_id for record in records if record.image_id not in annotations.references]
+    if missing:
+        return None, (f"{annotations.source} has no captions for {len(missing)} of the split's {len(records)} "
+                      f"images ({_listed(missing)})")
+    wanted = {record.image_id for record in records}
+    references = {image_id: refs for image_id, refs in annotations.references.items() if image_id in wanted}
+    return GroundTruth(references, annotations.source, COCO_CAPTIONS), None
+
+
+def _shown_path(path: Path, root: str | Path) -> str:
+    """`path` relative to `root` when it lies inside, else its file name: reports name no machine's folders."""
+    try:
+        return path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 # ---------------------------------------------------------------------------- results
@@ -235,9 +278,9 @@ def evaluate_captions(
 
     `java`: None uses Java when `java` is on PATH, True requires it, False forces the Python
     fallback (see the module docstring). Returns {"metrics": {name: corpus score}, "per_image":
-    {image_id: {name: score}}, "num_images", "tokenizer", "notes": [str], "versions": {...},
-    "seconds_by_stage": {stage: wall seconds}}; stages overlap (METEOR runs beside the Python
-    scorers), so they do not add up to "total".
+    {image_id: {name: score}}, "num_images", "references": {"source", "kind"} of `ground_truth`,
+    "tokenizer", "notes": [str], "versions": {...}, "seconds_by_stage": {stage: wall seconds}};
+    stages overlap (METEOR runs beside the Python scorers), so they do not add up to "total".
     """
     started = time.perf_counter()
     java_path = _find_java(java)
@@ -249,18 +292,21 @@ def evaluate_captions(
     references = {image_id: list(ground_truth.references[image_id]) for image_id in image_ids}
     candidates = {image_id: results[image_id] for image_id in image_ids}
     timings: dict[str, float] = {}
-    notes = [] if java_path else [(
-        "METEOR and SPICE omitted and captions tokenized in Python, because Java is "
-        f"{'not used (java=False / --no-java)' if java is False else 'not available'}; "
-        "BLEU, ROUGE-L and CIDEr are close to, but not exactly, the official COCO figures"
-    )]
+    notes = [f"scored against the raw sentences of {ground_truth.source}, not an official captions file: "
+             f"{ground_truth.note}"] if ground_truth.note else []
+    if not java_path:
+        notes.append(
+            "METEOR and SPICE omitted and captions tokenized in Python, because Java is "
+            f"{'not used (java=False / --no-java)' if java is False else 'not available'}; "
+            "BLEU, ROUGE-L and CIDEr are close to, but not exactly, the official COCO figures"
+        )
     if java_path:
         scores, java_version = _score_with_java(references, candidates, java_path, timings, notes)
     else:
         gts, res = _timed(timings, "tokenize", _tokenize, references, candidates, None)
         scores, java_version = _python_scores(gts, res, timings), None
     timings["total"] = time.perf_counter() - started
-    return _report(image_ids, scores, java_path, java_version, notes, timings)
+    return _report(image_ids, ground_truth, scores, java_path, java_version, notes, timings)
 
 
 def _find_java(java: bool | None) -> str | None:
@@ -292,8 +338,8 @@ def _score_with_java(
         # METEOR's JVM starts first: loading its paraphrase table takes seconds and overlaps the
         # rest. It is entered last so that, on an error, it is stopped before the pool waits for
         # the thread reading from it.
-        meteor = stack.enter_context(_MeteorProcess(java, workdir))
-        version = pool.submit(_java_version, java)
+        meteor = stack.enter_context(coco_java.MeteorProcess(java, workdir))
+        version = pool.submit(coco_java.java_version, java)
         gts, res = _timed(timings, "tokenize", _tokenize, references, candidates, java)
         meteor_scores = pool.submit(_timed, timings, "METEOR", meteor.score, gts, res)
         scores = _python_scores(gts, res, timings)
@@ -313,15 +359,15 @@ def _add_spice(
     notes: list[str],
 ) -> None:
     """SPICE into `scores` when its CoreNLP jars are present, else one line in `notes` saying why not."""
-    missing = _missing_spice_jars()
+    missing = coco_java.missing_spice_jars()
     if missing:
         notes.append(
-            f"SPICE skipped: it needs the Stanford CoreNLP jars {', '.join(missing)} in {_SPICE_LIB}, "
+            f"SPICE skipped: it needs the Stanford CoreNLP jars {', '.join(missing)} in {coco_java.SPICE_LIB}, "
             "which pycocoevalcap downloads (not possible offline); copy them there to get SPICE"
         )
         return
     try:
-        scores["SPICE"] = _timed(timings, "SPICE", _spice, gts, res, java, workdir)
+        scores["SPICE"] = _timed(timings, "SPICE", coco_java.spice, gts, res, java, workdir)
     except (RuntimeError, OSError, ValueError, KeyError) as error:
         # SPICE needs 8 GB for its JVM and is the first to fail; the other figures still stand.
         notes.append(f"SPICE failed and is omitted: {str(error)[-500:]}")
@@ -347,6 +393,7 @@ def _python_scores(gts: dict, res: dict, timings: dict[str, float]) -> dict[str,
 
 def _report(
     image_ids: list[int],
+    ground_truth: GroundTruth,
     scores: dict[str, tuple],
     java: str | None,
     java_version: str | None,
@@ -362,6 +409,7 @@ def _report(
             for row, image_id in enumerate(image_ids)
         },
         "num_images": len(image_ids),
+        "references": ground_truth.describe(),
         "tokenizer": JAVA_TOKENIZER if java else PYTHON_TOKENIZER,
         "notes": notes,
         "versions": {
@@ -380,16 +428,6 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def _java_version(java: str) -> str | None:
-    """'17.0.15' from `java -version`, or None when it cannot be read."""
-    try:
-        done = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r'version "([^"]+)"', done.stderr + done.stdout)
-    return match.group(1) if match else None
-
-
 # ---------------------------------------------------------------------------- tokenizing
 
 
@@ -405,8 +443,8 @@ def _tokenize(
     candidate_sentences = list(candidates.values())
     if java:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            reference_run = pool.submit(ptb_tokenize, reference_sentences, java)
-            candidate_tokens = ptb_tokenize(candidate_sentences, java)
+            reference_run = pool.submit(coco_java.ptb_tokenize, reference_sentences, java)
+            candidate_tokens = coco_java.ptb_tokenize(candidate_sentences, java)
             reference_tokens = iter(reference_run.result())
     else:
         reference_tokens = iter([" ".join(tokenize(sentence)) for sentence in reference_sentences])
@@ -416,156 +454,15 @@ def _tokenize(
     return gts, res
 
 
-def ptb_tokenize(sentences: Sequence[str], java: str = "java") -> list[str]:
-    """`sentences` tokenized as one call of pycocoevalcap's PTBTokenizer.tokenize would give them.
-
-    Same jar, class, arguments and punctuation list, and one caption per line in the order given
-    (which matters: see the module docstring); the input file goes to a private temporary folder
-    instead of the package folder.
-    """
-    with tempfile.TemporaryDirectory(prefix="captioner-ptb-") as workdir:
-        source = Path(workdir) / "captions.txt"
-        source.write_bytes("\n".join(sentence.translate(_LINE_BREAKS) for sentence in sentences).encode())
-        done = subprocess.run(
-            [java, "-cp", str(_PTB_JAR), *_PTB_COMMAND, source.name],
-            cwd=workdir, capture_output=True, check=False,
-        )
-    if done.returncode:
-        raise RuntimeError(f"the PTB tokenizer (Java) failed with exit code {done.returncode}: {_tail(done.stderr)}")
-    lines = done.stdout.decode().split("\n")
-    if len(lines) < len(sentences) or any(lines[len(sentences):]):
-        raise RuntimeError(f"the PTB tokenizer returned {len(lines)} lines for {len(sentences)} captions")
-    return [
-        " ".join(word for word in line.rstrip().split(" ") if word not in _PUNCTUATION)
-        for line in lines[: len(sentences)]
-    ]
-
-
-def _tail(stderr: bytes, limit: int = 2000) -> str:
-    return stderr.decode(errors="replace").strip()[-limit:] or "(no error output)"
-
-
-# ---------------------------------------------------------------------------- METEOR
-
-
-class _MeteorProcess:
-    """pycocoevalcap's METEOR 1.5 with the command and line protocol of its Meteor class.
-
-    Differences that do not change a score: the process is stopped on exit instead of on
-    garbage collection, its stderr goes to a file in `workdir` (a pipe nobody reads could fill
-    up and stall it) and is quoted when it dies, and request lines are written from a thread so
-    the JVM never waits for a round trip.
-    """
-
-    def __init__(self, java: str, workdir: Path):
-        self._stderr = open(workdir / "meteor.stderr", "w+b")  # noqa: SIM115 - closed in close()
-        try:
-            self._process = subprocess.Popen(
-                [java, *_METEOR_COMMAND], cwd=_METEOR_DIR,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            )
-        except OSError:
-            self._stderr.close()
-            raise
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop the JVM; closing twice is harmless."""
-        with contextlib.suppress(OSError):
-            self._process.stdin.close()
-        self._process.kill()
-        self._process.wait()
-        self._process.stdout.close()
-        self._stderr.close()
-
-    def score(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> tuple[float, list[float]]:
-        """(corpus METEOR, per-image METEOR in gts order), as Meteor.compute_score returns them."""
-        stats = self._exchange([_meteor_score_line(res[i][0], gts[i]) for i in gts], len(gts))
-        values = self._exchange(["EVAL" + "".join(f" ||| {stat}" for stat in stats)], len(gts) + 1)
-        return float(values[-1]), [float(value) for value in values[:-1]]
-
-    def _exchange(self, lines: list[str], replies: int) -> list[str]:
-        """Send `lines`, read `replies` reply lines."""
-        failure: list[BaseException] = []
-        writer = threading.Thread(target=self._write, args=(lines, failure), daemon=True)
-        writer.start()
-        answers = []
-        for _ in range(replies):
-            answer = self._process.stdout.readline().decode().strip()
-            if not answer:
-                break
-            answers.append(answer)
-        writer.join()
-        if len(answers) < replies or failure:
-            self._stderr.seek(0)
-            raise RuntimeError(f"METEOR (Java) stopped answering: {_tail(self._stderr.read())}")
-        return answers
-
-    def _write(self, lines: list[str], failure: list[BaseException]) -> None:
-        try:
-            for line in lines:
-                self._process.stdin.write(f"{line}\n".encode())
-            self._process.stdin.flush()
-        except OSError as error:  # the JVM died; the reader reports it with its stderr
-            failure.append(error)
-
-
-def _meteor_score_line(hypothesis: str, references: list[str]) -> str:
-    """'SCORE ||| ref 1 ||| ... ||| ref n ||| hypothesis', cleaned as Meteor._stat cleans it."""
-    hypothesis = hypothesis.replace("|||", "").replace("  ", " ")
-    return " ||| ".join(("SCORE", " ||| ".join(references), hypothesis))
-
-
-# ---------------------------------------------------------------------------- SPICE
-
-
-def _missing_spice_jars() -> list[str]:
-    """The CoreNLP jars SPICE needs that are not in pycocoevalcap's spice/lib folder."""
-    return [name for name in _SPICE_JARS if not (_SPICE_LIB / name).is_file()]
-
-
-def _spice(gts: dict, res: dict, java: str, workdir: Path) -> tuple[float, list[float]]:
-    """(mean SPICE F-score, per-image F-scores in gts order), as pycocoevalcap's Spice computes them.
-
-    Its input and output files go to `workdir`; its parse cache (an LMDB folder in the package,
-    which only saves time) is not used, so nothing is written into the package.
-    """
-    input_data = [{"image_id": i, "test": res[i][0], "refs": gts[i]} for i in sorted(gts)]
-    in_file, out_file = workdir / "spice_in.json", workdir / "spice_out.json"
-    in_file.write_text(json.dumps(input_data, indent=2))
-    command = [java, "-jar", "-Xmx8G", pycoco_spice.SPICE_JAR, str(in_file),
-               "-out", str(out_file), "-subset", "-silent"]
-    done = subprocess.run(command, cwd=_SPICE_DIR, capture_output=True, check=False)
-    if done.returncode:
-        raise RuntimeError(f"exit code {done.returncode}: {_tail(done.stderr)}")
-    items = json.loads(out_file.read_text())
-    f_scores = {item["image_id"]: _float_or_nan(item["scores"]["All"]["f"]) for item in items}
-    per_image = [f_scores[image_id] for image_id in gts]
-    return sum(per_image) / len(per_image), per_image
-
-
-def _float_or_nan(value: object) -> float:
-    """Spice.float_convert: a number, or NaN for SPICE's nulls."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 # ---------------------------------------------------------------------------- output
 
 
 def format_table(report: dict) -> str:
     """The report's corpus metrics as a table (value and ×100, as papers print them), then notes."""
-    lines = [
-        f"COCO caption metrics on {report['num_images']} images (tokenizer: {report['tokenizer']})",
-        f"{'metric':<10} {'value':>8} {'x100':>7}",
-    ]
+    lines = [f"COCO caption metrics on {report['num_images']} images (tokenizer: {report['tokenizer']})"]
+    if "references" in report:
+        lines.append(f"references: {report['references']['source']} ({report['references']['kind']})")
+    lines.append(f"{'metric':<10} {'value':>8} {'x100':>7}")
     lines += [f"{name:<10} {value:>8.4f} {value * 100:>7.1f}" for name, value in report["metrics"].items()]
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)

@@ -14,9 +14,9 @@ import torch
 from tqdm import tqdm
 
 from captioner.atomic import AtomicFile
-from captioner.coco_eval import GroundTruth, evaluate_captions
+from captioner.coco_eval import GroundTruth, evaluate_captions, load_annotations, split_references
 from captioner.config import DataConfig
-from captioner.data.coco import DatasetError, ImageRecord, load_split
+from captioner.data.coco import DatasetError, ImageRecord, load_split, official_captions_file
 from captioner.data.shapes import load_objects
 from captioner.decoding import DecodingOptions
 from captioner.inference import CaptionResult, Captioner
@@ -55,7 +55,8 @@ def decode_records(
 def score_captions(records: Sequence[ImageRecord], texts: dict[int, str]) -> dict[str, float]:
     """BLEU-1..4, ROUGE-L and CIDEr of `texts` against every reference of each record, with the
     Python tokenizer: no JVM start-ups in the training loop, and close to the official figures
-    (which `captioner evaluate` reports)."""
+    (which `captioner evaluate` reports). The references are the records' captions, the ones
+    training learns from: validation only ranks checkpoints, so it needs no captions file."""
     ground_truth = GroundTruth({r.image_id: list(r.captions) for r in records}, "validation references")
     return evaluate_captions(ground_truth, texts, java=False)["metrics"]
 
@@ -80,6 +81,18 @@ def write_scores(report: dict, path: Path) -> None:
         json.dump(report, handle, indent=1)
 
 
+def split_ground_truth(data: DataConfig, split: str, records: Sequence[ImageRecord]) -> GroundTruth:
+    """What a split's captions are scored against: the references COCOEvalCap would use.
+
+    With a split file, `records` (the whole split) are matched to the captions file of their
+    image folder, falling back to the split file's sentences (see `coco_eval.split_references`);
+    without, the split is an official captions file, read in COCOEvalCap's order.
+    """
+    if data.split_file:
+        return split_references(records, data.root, data.split_file)
+    return load_annotations(official_captions_file(data.root, split), data.root)
+
+
 def decode_and_score(
     captioner: Captioner,
     data: DataConfig,
@@ -93,18 +106,17 @@ def decode_and_score(
     progress: bool = False,
 ) -> dict:
     """Caption a split, write the captions as a COCO results file, and score them with the
-    official metrics (plus grounding on a shapes dataset). Returns the report."""
-    records = load_split(data, split)[:max_images]
-    decoded = decode_records(captioner, records, options, batch_size=batch_size, num_workers=num_workers,
-                             progress=progress)
+    official metrics against the references of `split_ground_truth` (plus grounding on a
+    shapes dataset). Returns the report."""
+    records = load_split(data, split)
+    ground_truth = split_ground_truth(data, split, records)
+    decoded = decode_records(captioner, records[:max_images], options, batch_size=batch_size,
+                             num_workers=num_workers, progress=progress)
     texts = {i: c.text for i, c in decoded.items()}
     write_results(texts, results_path)
-    ground_truth = GroundTruth({r.image_id: list(r.captions) for r in records},
-                               f"{data.split_file or data.root} ({split})")
     report = {
         "checkpoint": captioner.checkpoint,
         "split": split,
-        "ground_truth": ground_truth.source,
         "results": str(results_path),
         "decoding": dataclasses.asdict(options),
         **evaluate_captions(ground_truth, texts, java),

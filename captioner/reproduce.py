@@ -8,8 +8,10 @@ interruption (or after a finished run) only does what is left:
 - train: skipped when the last checkpoint says training ended (all epochs, or early stopping);
   resumed exactly from `checkpoint_last.pt` when one exists. Encoder features are cached by
   training itself when the recipe sets `data.cache_features`;
-- evaluate: the Karpathy test split with the best checkpoint and beam search, skipped when its
-  scores file exists;
+- evaluate: the Karpathy test split with the best checkpoint and beam search, scored against
+  annotations/captions_val2014.json as COCOEvalCap scores it (the split file's sentences only
+  when that file does not cover the split; the scores say which), skipped when its scores
+  file exists;
 - report: rewritten whenever it is older than the scores.
 """
 

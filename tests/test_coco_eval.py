@@ -1,4 +1,4 @@
-"""COCO caption evaluation: same figures as pycocoevalcap, clear errors, fallback, concurrency."""
+"""COCO caption evaluation: pycocoevalcap's figures and references, clear errors, fallback, concurrency."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from captioner import coco_eval
+from captioner import coco_eval, coco_java
 from captioner.coco_eval import (
     PYTHON_TOKENIZER,
     GroundTruth,
@@ -23,8 +23,8 @@ from captioner.coco_eval import (
     load_annotations,
     load_results,
     load_split_file,
-    ptb_tokenize,
 )
+from captioner.coco_java import ptb_tokenize
 from captioner.data.coco import DatasetError
 
 needs_java = pytest.mark.skipif(
@@ -128,7 +128,7 @@ def _pycocoevalcap_reference(annotations: Path, results: Path, monkeypatch) -> t
 
 @needs_java
 def test_every_corpus_figure_matches_pycocoevalcap(coco_files, java_report, monkeypatch):
-    tokenizer_dir = Path(coco_eval._PTB_JAR).parent
+    tokenizer_dir = coco_java.PTB_JAR.parent
     if not os.access(tokenizer_dir, os.W_OK):
         pytest.skip(f"pycocoevalcap's own PTBTokenizer writes into {tokenizer_dir}, which is read-only here")
     expected, per_image = _pycocoevalcap_reference(*coco_files, monkeypatch)
@@ -147,7 +147,7 @@ def test_every_corpus_figure_matches_pycocoevalcap(coco_files, java_report, monk
 def test_tokens_match_pycocoevalcaps_ptb_tokenizer(monkeypatch):
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # noqa: PLC0415
 
-    tokenizer_dir = Path(coco_eval._PTB_JAR).parent
+    tokenizer_dir = coco_java.PTB_JAR.parent
     if not os.access(tokenizer_dir, os.W_OK):
         pytest.skip(f"pycocoevalcap's own PTBTokenizer writes into {tokenizer_dir}, which is read-only here")
     captions = [c for captions in REFERENCES.values() for c in captions]
@@ -169,9 +169,11 @@ def test_report_lists_versions_notes_and_formats_as_a_table(coco_files):
     report = evaluate_captions(ground_truth, load_results(results, ground_truth), java=False)
     assert report["versions"]["pycocoevalcap"] and report["versions"]["pycocotools"]
     assert report["versions"]["java"] is None
+    assert report["references"] == {"source": str(annotations), "kind": "coco-captions"}
     table = format_table(report)
     cider = report["metrics"]["CIDEr"]
     assert f"{cider:.4f}" in table and f"{cider * 100:.1f}" in table
+    assert f"references: {annotations} (coco-captions)" in table
     assert all(f"note: {note}" in table for note in report["notes"])
 
 
@@ -179,17 +181,17 @@ def test_report_lists_versions_notes_and_formats_as_a_table(coco_files):
 def test_java_report_names_tokenizer_java_version_and_skipped_spice(java_report):
     assert java_report["tokenizer"] == coco_eval.JAVA_TOKENIZER
     assert java_report["versions"]["java"] and java_report["versions"]["java"][0].isdigit()
-    if coco_eval._missing_spice_jars():
+    if coco_java.missing_spice_jars():
         assert "SPICE" not in java_report["metrics"]
         assert sum("SPICE skipped" in note for note in java_report["notes"]) == 1
 
 
 def test_spice_jars_are_looked_for_in_pycocoevalcaps_spice_lib(tmp_path, monkeypatch):
-    monkeypatch.setattr(coco_eval, "_SPICE_LIB", tmp_path)
-    assert coco_eval._missing_spice_jars() == ["stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"]
+    monkeypatch.setattr(coco_java, "SPICE_LIB", tmp_path)
+    assert coco_java.missing_spice_jars() == ["stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"]
     for name in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar"):
         (tmp_path / name).touch()
-    assert coco_eval._missing_spice_jars() == []
+    assert coco_java.missing_spice_jars() == []
 
 
 # ---------------------------------------------------------------------------- known answers
@@ -274,7 +276,7 @@ def test_without_java_on_path_evaluation_falls_back(tmp_path, monkeypatch):
 
 
 def _package_files() -> set[Path]:
-    root = Path(coco_eval._PTB_JAR).parent.parent
+    root = coco_java.PTB_JAR.parent.parent
     return {path for path in root.rglob("*") if "__pycache__" not in path.parts}
 
 
@@ -291,20 +293,81 @@ def test_parallel_evaluations_agree_with_sequential_ones_and_write_nothing_into_
 # ---------------------------------------------------------------------------- ground truth
 
 
-def test_annotations_and_split_file_give_the_same_ground_truth(tmp_path):
-    annotations = load_annotations(_write_annotations(tmp_path / "captions_val2014.json", REFERENCES))
+def _split_file(path: Path, references: dict[int, list[str]], folder: str | None = "val2014") -> Path:
+    """A Karpathy split file of the images of `references`: odd ids in test, even in val. Their
+    `raw` sentences are not those references, so that it shows which source was used."""
     images = [
-        {"filepath": "val2014", "filename": f"COCO_val2014_{i:012d}.jpg", "imgid": n, "cocoid": i,
-         "split": "test" if i % 2 else "val", "sentences": [{"raw": c, "tokens": []} for c in captions]}
-        for n, (i, captions) in enumerate(REFERENCES.items())
+        {"filename": f"COCO_val2014_{i:012d}.jpg", "imgid": n, "cocoid": i, "split": "test" if i % 2 else "val",
+         "sentences": [{"raw": f"Image {i}.", "tokens": ["image", str(i)]}], **({"filepath": folder} if folder else {})}
+        for n, i in enumerate(sorted(references))
     ]
-    split = _write_json(tmp_path / "dataset_coco.json", {"images": images, "dataset": "coco"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _write_json(path, {"images": images, "dataset": "coco"})
+
+
+def _captions_file(root: Path, references: dict[int, list[str]], folder: str = "val2014") -> Path:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    return _write_annotations(root / "annotations" / f"captions_{folder}.json", references)
+
+
+RAW_TEST = {i: [f"Image {i}."] for i in sorted(REFERENCES) if i % 2}
+
+
+def test_a_split_is_scored_against_the_captions_file_of_its_image_folder(tmp_path):
+    from pycocotools.coco import COCO  # noqa: PLC0415 - the reference reader
+
+    annotations = _captions_file(tmp_path, REFERENCES)
+    test = load_split_file(_split_file(tmp_path / "dataset_coco.json", REFERENCES), "test")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(annotations))
+    # What COCOEvalCap reads for each image (imgToAnns), in the captions file's image order.
+    expected = {i: [a["caption"] for a in coco.imgToAnns[i]] for i in coco.getImgIds() if i in RAW_TEST}
+    assert list(test.references.items()) == list(expected.items())
+    assert list(test.references) == [105, 101, 107, 103]  # cocoid, the test split only, file order
+    assert test.describe() == {"source": "annotations/captions_val2014.json", "kind": "coco-captions"}
+    assert test.note is None
+
+
+def test_a_split_file_outside_the_coco_folder_is_matched_under_root(tmp_path):
+    _captions_file(tmp_path / "coco", REFERENCES)
+    split = _split_file(tmp_path / "splits" / "dataset_coco.json", REFERENCES)
+    assert load_split_file(split, "test", tmp_path / "coco").source == "annotations/captions_val2014.json"
+    # Without a captions file, the report names the split file, never a machine's folders.
+    raw = load_split_file(split, "test", tmp_path / "elsewhere")
+    assert raw.describe() == {"source": "dataset_coco.json", "kind": "split-file-raw"}
+
+
+@pytest.mark.parametrize(("layout", "why"), [
+    ("no captions file", "annotations/captions_val2014.json not found"),
+    ("an image missing", "has no captions for 1 of the split's 4 images (image id 107)"),
+    ("no image folder", "names no COCO image folder"),
+])
+def test_without_a_captions_file_covering_the_split_its_raw_sentences_are_used(tmp_path, layout, why):
+    if layout == "an image missing":
+        _captions_file(tmp_path, {i: refs for i, refs in REFERENCES.items() if i != 107})
+    elif layout == "no image folder":
+        _captions_file(tmp_path, REFERENCES)
+    split = _split_file(tmp_path / "dataset_coco.json", REFERENCES, None if layout == "no image folder" else "val2014")
     test = load_split_file(split, "test")
-    assert sorted(test.references) == [101, 103, 105, 107]  # cocoid, and the test split only
-    assert test.references == {i: annotations.references[i] for i in test.references}
-    assert "dataset_coco.json" in test.source and "test" in test.source
-    assert annotations.references == REFERENCES and str(tmp_path) in annotations.source
-    assert list(annotations.references) == list(REFERENCES)  # file order: COCOEvalCap tokenizes in it
+    assert test.references == RAW_TEST
+    assert test.describe() == {"source": "dataset_coco.json", "kind": "split-file-raw"}
+    assert why in test.note
+    report = evaluate_captions(test, {101: "image 101"}, java=False)
+    assert report["references"] == test.describe()
+    assert any("raw sentences of dataset_coco.json" in note and why in note for note in report["notes"])
+
+
+def test_a_split_across_two_image_folders_uses_its_raw_sentences(tmp_path):
+    images = [
+        {"filepath": "train2014", "filename": "a.jpg", "cocoid": 1, "split": "train", "sentences": [{"raw": "A cat."}]},
+        {"filepath": "val2014", "filename": "b.jpg", "cocoid": 2, "split": "restval", "sentences": [{"raw": "A dog."}]},
+    ]
+    split = _write_json(tmp_path / "dataset_coco.json", {"images": images})
+    _captions_file(tmp_path, {1: ["a grey cat"]}, "train2014")
+    _captions_file(tmp_path, {2: ["a brown dog"]}, "val2014")
+    train = load_split_file(split, "train")
+    assert train.references == {1: ["A cat."], 2: ["A dog."]} and train.kind == "split-file-raw"
+    assert "2 folders (train2014, val2014)" in train.note
 
 
 def test_split_file_without_cocoid_uses_imgid_and_restval_joins_train(tmp_path):

@@ -50,6 +50,12 @@ def test_missing_files_name_themselves(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DatasetError, match="bad.json"):
         load_split(DataConfig(root=str(tmp_path), split_file=str(tmp_path / "bad.json")), "train")
+    no_name = {"images": [{"split": "train", "cocoid": 1, "sentences": [{"raw": "A cat."}]}]}
+    (tmp_path / "no_name.json").write_text(json.dumps(no_name))
+    with pytest.raises(DatasetError, match=r"no_name.json is not a Karpathy split file: bad image entry \(KeyError"):
+        load_split(DataConfig(root=str(tmp_path), split_file=str(tmp_path / "no_name.json")), "train")
+    with pytest.raises(DatasetError, match="unknown split 'restval'"):
+        load_split(DataConfig(root=str(tmp_path)), "restval")
 
 
 def test_one_image_serves_several_captions(shapes_data):

@@ -67,19 +67,27 @@ def load_karpathy_split(split_file: str | Path, image_root: str | Path, split: s
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise DatasetError(f"{split_file} is not a Karpathy split file ({error})") from error
     wanted = {"train", "restval"} if split == "train" else {split}
-    records = [
-        ImageRecord(
-            int(image.get("cocoid", image.get("imgid"))),
-            Path(image_root) / image.get("filepath", "") / image["filename"],
-            tuple(sentence["raw"] for sentence in image["sentences"]),
-        )
-        for image in images
-        if image["split"] in wanted and image["sentences"]
-    ]
+    try:
+        records = [
+            ImageRecord(
+                int(image.get("cocoid", image.get("imgid"))),
+                Path(image_root) / image.get("filepath", "") / image["filename"],
+                tuple(sentence["raw"] for sentence in image["sentences"]),
+            )
+            for image in images
+            if image["split"] in wanted and image["sentences"]
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise DatasetError(f"{split_file} is not a Karpathy split file: bad image entry ({error!r})") from error
     if not records:
         found = sorted({image["split"] for image in images})
         raise DatasetError(f"split {split!r} has no images in {split_file} (splits present: {found})")
     return records
+
+
+def captions_file(root: str | Path, folder: str) -> Path:
+    """The official captions file of COCO's image folder `folder` (val2014 → captions_val2014.json)."""
+    return Path(root) / "annotations" / f"captions_{folder}.json"
 
 
 def load_split(data: DataConfig, split: str) -> list[ImageRecord]:
@@ -89,10 +97,18 @@ def load_split(data: DataConfig, split: str) -> list[ImageRecord]:
     root = Path(data.root)
     if data.split_file:
         return load_karpathy_split(data.split_file, root, split)
+    return load_coco_captions(official_captions_file(root, split), root / _official_folder(split))
+
+
+def official_captions_file(root: str | Path, split: str) -> Path:
+    """The official captions file that holds `split` when no Karpathy split file is given."""
+    return captions_file(root, _official_folder(split))
+
+
+def _official_folder(split: str) -> str:
     if split not in _OFFICIAL:
         raise DatasetError(f"unknown split {split!r} without data.split_file; use train, val or test")
-    folder = _OFFICIAL[split]
-    return load_coco_captions(root / "annotations" / f"captions_{folder}.json", root / folder)
+    return _OFFICIAL[split]
 
 
 class CaptionDataset(Dataset):
