@@ -49,7 +49,9 @@ _RESNETS: dict[str, tuple[Callable[..., models.ResNet], type[models.WeightsEnum]
     "resnet101": (models.resnet101, models.ResNet101_Weights),
     "resnet152": (models.resnet152, models.ResNet152_Weights),
 }
-_STATE_DICT_LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError)
+# torch.load's weights-only unpickler raises KeyError, not UnpicklingError, for some damaged
+# files (a memo reference to nothing).
+_STATE_DICT_LOAD_ERRORS = (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -234,11 +236,16 @@ def _resnet(name: str, weights: str) -> models.ResNet:
 
 
 def _torchvision_state_dict(name: str, weights: models.WeightsEnum) -> dict[str, torch.Tensor]:
-    """torchvision's weights from the torch hub cache, downloading them only when missing."""
+    """torchvision's weights from the torch hub cache, downloading them only when missing.
+
+    The file is loaded weights-only: anyone who can write to the cache folder could plant a
+    pickle there, and unpickling it in full would run whatever code it names.
+    """
     filename = os.path.basename(weights.url)
     folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    cached = os.path.join(folder, filename)
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
+        state = weights.get_state_dict(progress=True, check_hash=True, map_location="cpu", weights_only=True)
     except OSError as error:  # URLError, HTTPError, timeouts and refused connections
         raise WeightsUnavailableError(
             f"cannot get the torchvision ImageNet weights for {name}: downloading {weights.url} "
@@ -246,12 +253,14 @@ def _torchvision_state_dict(name: str, weights: models.WeightsEnum) -> dict[str,
             f"pass --set model.encoder.weights=/path/to/{filename}, or place it in the torch hub "
             f"checkpoints folder {folder}/ (set TORCH_HOME to move that folder)."
         ) from error
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as error:  # damaged file or bad hash
+    except (RuntimeError, EOFError, KeyError, pickle.UnpicklingError) as error:  # damaged, bad hash, not weights
         raise WeightsUnavailableError(
-            f"cannot load the torchvision ImageNet weights for {name} from "
-            f"{os.path.join(folder, filename)}: {error}. Delete that file and try again, or pass "
-            f"--set model.encoder.weights=/path/to/{filename} with a good copy."
+            f"cannot load the torchvision ImageNet weights for {name} from {cached}: the file is "
+            "damaged or holds more than tensors (only tensors are loaded; any code a file names "
+            "is refused, never run). Delete that file and try again, or pass "
+            f"--set model.encoder.weights=/path/to/{filename} with a good copy. ({error})"
         ) from error
+    return _checked_state_dict(state, Path(cached))
 
 
 def _weights_file(weights: str, name: str, keywords: Sequence[str]) -> Path:
@@ -269,6 +278,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except _STATE_DICT_LOAD_ERRORS as error:
         raise WeightsUnavailableError(f"cannot load weights file '{path}': {error}") from error
+    return _checked_state_dict(state, path)
+
+
+def _checked_state_dict(state: object, path: Path) -> dict[str, torch.Tensor]:
+    """`state` if it maps names to tensors; weights-only loading also lets lists, numbers and
+    strings through, which would otherwise fail later with a less helpful message."""
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsUnavailableError(
             f"weights file '{path}' is not a state dict (expected what "

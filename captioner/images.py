@@ -204,6 +204,12 @@ class Preprocess:
     The whole image is resized to S×S (bilinear, antialiased) without cropping: a caption
     describes everything in the picture, so nothing at the borders may be cut away.
     `mean` / `std` are the per-channel statistics the encoder's weights were trained with.
+
+    The resize runs on the 8-bit PIL image and only the S×S result becomes float, so no
+    full-resolution float copy is ever made (12 bytes a pixel, about 1 GB at the largest
+    image `load_image` accepts, in every data-loader worker). Pillow rounds to 8 bits after
+    each of its two separable passes, so values differ from resizing in float by at most
+    about 1/255 before normalisation.
     """
 
     image_size: int
@@ -225,11 +231,7 @@ class Preprocess:
         """(3, S, S) float32 tensor of the RGB `image`."""
         if image.mode != "RGB":
             raise ValueError(f"Preprocess expects an RGB image (use load_image), got mode {image.mode!r}")
-        pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
-        resized = F.resize(
-            pixels,
-            [self.image_size, self.image_size],
-            interpolation=F.InterpolationMode.BILINEAR,
-            antialias=True,
-        )
-        return F.normalize(resized, list(self.mean), list(self.std))
+        # Pillow's bilinear resize always antialiases when shrinking.
+        resized = F.resize(image, [self.image_size, self.image_size], interpolation=F.InterpolationMode.BILINEAR)
+        pixels = F.to_dtype(F.pil_to_tensor(resized), torch.float32, scale=True)
+        return F.normalize(pixels, list(self.mean), list(self.std))

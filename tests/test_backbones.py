@@ -1,3 +1,5 @@
+import os
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -216,3 +218,53 @@ def test_a_damaged_hub_cache_file_is_named(offline_hub, tmp_path):
     with pytest.raises(WeightsUnavailableError, match="Delete that file") as caught:
         build_backbone("resnet50", "torchvision")
     assert str(cached) in str(caught.value) and offline_hub == []
+
+
+def hub_cache_file(tmp_path, weights: models.WeightsEnum) -> Path:
+    """Where the `offline_hub` fixture's torch hub looks for `weights`; its folder exists."""
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    return checkpoints / weights.url.rsplit("/", 1)[-1]
+
+
+class MakeDirectoryWhenUnpickled:
+    """Unpickling this calls os.mkdir(path): an observable stand-in for arbitrary code."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+@pytest.mark.parametrize("container", ["torch.save", "plain pickle"])
+def test_a_planted_pickle_in_the_hub_cache_is_refused_and_never_run(offline_hub, tmp_path, container):
+    marker = tmp_path / "payload-ran"
+    cached = hub_cache_file(tmp_path, models.ResNet50_Weights.DEFAULT)
+    payload = {"conv1.weight": MakeDirectoryWhenUnpickled(marker)}
+    if container == "torch.save":
+        torch.save(payload, cached)
+    else:  # the pre-1.6 format torch.load still reads; protocol 2 is what it writes
+        cached.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(WeightsUnavailableError, match="Delete that file") as caught:
+        build_backbone("resnet50", "torchvision")
+    assert not marker.exists()
+    assert str(cached) in str(caught.value) and "more than tensors" in str(caught.value)
+    assert offline_hub == []
+
+
+def test_a_hub_cache_file_that_is_not_a_state_dict_is_refused(offline_hub, tmp_path):
+    cached = hub_cache_file(tmp_path, models.ResNet50_Weights.DEFAULT)
+    torch.save(["conv1.weight", 3], cached)  # weights-only loading allows lists, strings and numbers
+    with pytest.raises(WeightsUnavailableError, match="not a state dict") as caught:
+        build_backbone("resnet50", "torchvision")
+    assert str(cached) in str(caught.value) and offline_hub == []
+
+
+def test_a_damaged_weights_file_is_named_whatever_the_unpickler_raises(tmp_path):
+    # The weights-only unpickler raises KeyError for this one (a reference to an unset memo slot).
+    path = tmp_path / "resnet50-half.pth"
+    path.write_bytes(b"half a download")
+    with pytest.raises(WeightsUnavailableError) as caught:
+        build_backbone("resnet50", str(path))
+    assert str(path) in str(caught.value)

@@ -1,14 +1,20 @@
 import io
 import os
 import struct
+import subprocess
+import sys
+import textwrap
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, features
+from torchvision.transforms.v2 import functional as F
 
+import captioner
 from captioner.images import ImageLoadError, Preprocess, load_image
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -259,3 +265,62 @@ def test_preprocess_accepts_lists_from_configs_and_validates():
         Preprocess(8, MEAN, (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="RGB"):
         Preprocess(8, MEAN, STD)(Image.new("L", (4, 4)))
+
+
+def resized_in_float(image: Image.Image, size: int) -> torch.Tensor:
+    """(3, S, S) pixels in [0, 1], the image converted to float at full resolution, then resized."""
+    pixels = F.to_dtype(F.pil_to_tensor(image), torch.float32, scale=True)
+    return F.resize(pixels, [size, size], interpolation=F.InterpolationMode.BILINEAR, antialias=True)
+
+
+def comparison_image(name: str) -> Image.Image:
+    """The coffee photo, or random pixels larger or smaller than the sizes resized to."""
+    if name == "coffee":
+        return load_image(Path(__file__).parent / "fixtures" / "coffee.png")
+    height, width = {"noise": (480, 640), "small noise": (50, 90)}[name]
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("size", [224, 96, 17])
+@pytest.mark.parametrize("name", ["coffee", "noise", "small noise"])
+def test_preprocess_matches_resizing_in_float(name, size):
+    image = comparison_image(name)
+    # mean 0, std 1 keeps pixel units; normalisation is the same affine map on both paths.
+    difference = (Preprocess(size, (0, 0, 0), (1, 1, 1))(image) - resized_in_float(image, size)).abs()
+    # The 8-bit resize rounds to 1/255 twice (after its horizontal and its vertical pass, 0.5/255
+    # each); 1.02 leaves room for its fixed-point filter weights. Rounding errors average
+    # about 0.3/255, so a systematic shift would show in the mean.
+    assert float(difference.max()) <= 1.02 / 255
+    assert float(difference.mean()) <= 0.4 / 255
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads resident memory from /proc")
+def test_preprocess_never_converts_the_full_resolution_image_to_float():
+    side = 6000
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a child of this
+    # test process would start with the parent's peak (models loaded by earlier tests included).
+    script = textwrap.dedent(f"""
+        import torch
+        from PIL import Image
+        from captioner.images import Preprocess
+
+        def kib(field):
+            return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field))
+
+        torch.set_num_threads(1)
+        preprocess = Preprocess(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        preprocess(Image.new("RGB", (64, 48), (10, 20, 30)))  # lazy imports and allocator set-up
+        image = Image.new("RGB", ({side}, {side}), (10, 20, 30))  # filled, so every page is resident
+        resident = kib("VmRSS:")
+        preprocess(image)
+        print(kib("VmHWM:") - resident)
+    """)
+    # Run where the `captioner` under test lives, so the child imports the same code.
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(captioner.__file__).parent.parent,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    growth = int(result.stdout.split()[-1]) * 1024
+    # The peak after minus what was resident before can only overstate the growth. A float32
+    # copy of the image is side² × 3 × 4 bytes (432 MB here); the bound, one 8-bit copy
+    # (side² × 3 bytes), rules that out while leaving room for an 8-bit intermediate.
+    assert growth < side * side * 3, f"preprocessing a {side}x{side} image grew the peak by {growth / 1e6:.0f} MB"
