@@ -21,6 +21,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@if command -v java >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
+	  echo "installing with apt-get: default-jre-headless (COCO tokenizer, METEOR), chromium and chromium-driver (the demo's browser test)"; \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	     --no-install-recommends default-jre-headless chromium chromium-driver >/dev/null) || \
 	  echo "warning: could not install Java/Chromium; their tests will be skipped"; \

@@ -83,8 +83,17 @@ def image_id(path: str, ids: dict[str, int] | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _flag(value: bool) -> str:
+    """A CSV cell for a yes/no column, spelled as in the JSONL records."""
+    return "true" if value else "false"
+
+
 class ResultWriter:
     """Writes result records to `path` (None: stdout) in one of FORMATS.
+
+    A caption that reached the length limit without `<end>` is marked unfinished: `finished`
+    in JSONL records and CSV rows. COCO results stay the plain [{image_id, caption}] list
+    that the evaluation tools read.
 
     A file is written under a temporary name in the same folder and renamed into place by
     `close`, so readers never see half a file and an existing file survives a crash. `close`
@@ -102,7 +111,7 @@ class ResultWriter:
         self._csv = None
         if format == "csv":
             self._csv = csv.writer(self.stream)
-            self._csv.writerow(["path", "caption", "score", "log_prob", "error"]
+            self._csv.writerow(["path", "caption", "score", "log_prob", "finished", "error"]
                                + (["alternatives"] if alternatives else []))
 
     def write(self, result: CaptionResult, attention_file: str | None = None) -> str | None:
@@ -131,7 +140,8 @@ class ResultWriter:
             self.stream.write(json.dumps(record) + "\n")
         else:
             row = [result.source, result.text, f"{result.score:.6f}" if result.ok else "",
-                   f"{result.log_prob:.6f}" if result.ok else "", result.error or ""]
+                   f"{result.log_prob:.6f}" if result.ok else "", _flag(result.finished) if result.ok else "",
+                   result.error or ""]
             self._csv.writerow(row + ([" | ".join(a["caption"] for a in alternatives)] if self.alternatives else []))
         self.stream.flush()
         return result.error

@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from captioner.cli.demo import DESCRIPTION as DEMO_DESCRIPTION, add_demo_arguments  # noqa: E402
 from captioner.images import ImageLoadError, load_image  # noqa: E402
 from captioner.inference import Captioner, CaptionResult  # noqa: E402
 from captioner.visualize import overlay  # noqa: E402
@@ -430,21 +431,9 @@ def default_threads() -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="captioner demo",
-        description="Web demo: upload an image, get its caption and per-word attention maps. Serves on "
-                    "127.0.0.1 only unless --host says otherwise; no request leaves this machine unless --share.",
-    )
-    parser.add_argument("--checkpoint",
-                        help="a checkpoint written by train or export (default: the bundled shapes model)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 serves the local network)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--share", action="store_true",
-                        help="also create a temporary public link through Gradio's share servers (needs internet)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: half the cores, at least 1)")
+    # one definition of the options, shared with `captioner demo` (which parses them without gradio)
+    parser = argparse.ArgumentParser(prog="captioner demo", description=DEMO_DESCRIPTION)
+    add_demo_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -16,8 +16,11 @@ import pytest
 from PIL import Image
 
 from captioner.batch import ResultWriter, expand_inputs, image_id
+from captioner.checkpoint import load_checkpoint, save_checkpoint
+from captioner.cli.caption import Tally
 from captioner.data.shapes import parse_caption
 from captioner.inference import CaptionResult
+from captioner.vocab import Vocabulary
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 OBJECTS = json.loads((EXAMPLES / "objects.json").read_text())
@@ -184,3 +187,57 @@ def test_writer_keeps_the_old_file_when_discarded(tmp_path):
     writer.write(CaptionResult(source="a.jpg", text="a red circle", score=-1.0, log_prob=-1.0))
     writer.discard()
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["out.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def endless_checkpoint(tmp_path_factory):
+    """The bundled model unable to say <end>: every caption it writes runs into --max-len."""
+    payload = load_checkpoint(None)
+    end_id = Vocabulary.from_dict(payload["vocab"]).end_id
+    payload["model"]["decoder.out.bias"][end_id] = -1e4
+    return save_checkpoint(payload, tmp_path_factory.mktemp("endless") / "endless.pt")
+
+
+@pytest.fixture
+def two_images_and_a_broken_one(tmp_path):
+    images = [EXAMPLES / "shapes_1.jpg", EXAMPLES / "shapes_5.jpg", tmp_path / "empty.jpg"]
+    images[2].write_bytes(b"")
+    return images
+
+
+def test_captions_that_never_end_are_counted_and_marked(endless_checkpoint, two_images_and_a_broken_one, tmp_path):
+    jsonl, table = tmp_path / "captions.jsonl", tmp_path / "captions.csv"
+    result = run(*two_images_and_a_broken_one, "--checkpoint", endless_checkpoint, "--max-len", "5",
+                 "--output", jsonl, "--quiet", check_code=1)
+    assert ("captioned 2 of 3 inputs (2 unfinished: stopped at --max-len without <end>; raise --max-len), "
+            "1 failed") in result.stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r.get("finished") for r in records] == [False, False, None]  # an error record has no caption
+    assert all(len(r["caption"].split()) == 5 for r in records[:2])
+
+    run(*two_images_and_a_broken_one, "--checkpoint", endless_checkpoint, "--max-len", "5", "--output", table,
+        "--quiet", check_code=1)
+    assert [row["finished"] for row in csv.DictReader(table.open())] == ["false", "false", ""]
+
+
+def test_captions_that_end_are_marked_finished_and_not_counted(two_images_and_a_broken_one, tmp_path):
+    table = tmp_path / "captions.csv"
+    result = run(*two_images_and_a_broken_one, "--output", table, "--quiet", check_code=1)
+    assert "captioned 2 of 3 inputs, 1 failed" in result.stderr and "unfinished" not in result.stderr
+    assert [row["finished"] for row in csv.DictReader(table.open())] == ["true", "true", ""]
+
+
+def test_coco_results_stay_plain_when_captions_are_unfinished(endless_checkpoint, tmp_path):
+    shutil.copy(EXAMPLES / "shapes_1.jpg", tmp_path / "COCO_val2014_000000000001.jpg")
+    output = tmp_path / "results.json"
+    result = run(tmp_path / "COCO_val2014_000000000001.jpg", "--checkpoint", endless_checkpoint, "--max-len", "4",
+                 "--format", "coco", "--output", output, "--quiet", check_code=0)
+    assert "(1 unfinished: " in result.stderr
+    assert [set(r) for r in json.loads(output.read_text())] == [{"image_id", "caption"}]
+
+
+def test_the_closing_line_separates_thousands():
+    tally = Tally(captioned=1000, unfinished=12, failed=0)
+    assert tally.summary(None) == ("captioned 1,000 of 1,000 inputs (12 unfinished: stopped at --max-len without "
+                                   "<end>; raise --max-len), 0 failed")
+    assert Tally(captioned=3, failed=1).summary("out.csv") == "captioned 3 of 4 inputs, 1 failed; wrote out.csv"

@@ -14,6 +14,7 @@ import json
 import socket
 import threading
 import time
+import urllib.request
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,6 +24,8 @@ from PIL import Image
 
 from captioner import coco_download
 from captioner.coco_download import COCO_FILES, DownloadError, check_coco, download_coco, format_check
+from captioner.coco_download import unpack as unpacking
+from captioner.coco_download.archives import human_size
 
 TRAIN_IMAGES = ("COCO_train2014_000000000009.jpg", "COCO_train2014_000000000025.jpg")
 VAL_IMAGES = ("COCO_val2014_000000000042.jpg", "COCO_val2014_000000000073.jpg", "COCO_val2014_000000000074.jpg")
@@ -351,8 +354,8 @@ def test_offline_fails_fast_saying_which_files_to_place_where(tmp_path, archives
     (root / "downloads").mkdir(parents=True)
     (root / "downloads" / "annotations_trainval2014.zip").write_bytes(archives["annotations_trainval2014.zip"])
     attempts = []
-    real_urlopen = coco_download.urllib.request.urlopen
-    monkeypatch.setattr(coco_download.urllib.request, "urlopen",
+    real_urlopen = urllib.request.urlopen
+    monkeypatch.setattr(urllib.request, "urlopen",
                         lambda *args, **kwargs: attempts.append(args) or real_urlopen(*args, **kwargs))
 
     started = time.monotonic()
@@ -367,7 +370,7 @@ def test_offline_fails_fast_saying_which_files_to_place_where(tmp_path, archives
     assert f"put them in {root.resolve() / 'downloads'}/" in message
     for name in ("caption_datasets.zip", "val2014.zip", "train2014.zip"):
         assert f"{name} (" in message and f"{dead_url}" in message
-    size = coco_download._human_size(len(archives["val2014.zip"]))
+    size = human_size(len(archives["val2014.zip"]))
     assert f"val2014.zip ({size}) from {dead_url}zips/val2014.zip" in message
     assert "caption_datasets.zip (size not published)" in message
     assert "then run the command again" in message
@@ -390,7 +393,7 @@ def test_a_host_that_never_answers_times_out_quickly(tmp_path, archives):
 def test_interrupted_unpacking_leaves_no_partial_folder_and_reruns_cleanly(tmp_path, server, table, archives,
                                                                           monkeypatch):
     root = tmp_path / "coco"
-    real_extract = coco_download._extract_member
+    real_extract = unpacking._extract_member
     calls = []
 
     def interrupted(archive, info, target):
@@ -399,7 +402,7 @@ def test_interrupted_unpacking_leaves_no_partial_folder_and_reruns_cleanly(tmp_p
             raise KeyboardInterrupt
         real_extract(archive, info, target)
 
-    monkeypatch.setattr(coco_download, "_extract_member", interrupted)
+    monkeypatch.setattr(unpacking, "_extract_member", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _download(root, table, files=["val2014.zip"])
     assert not (root / "val2014").exists()
@@ -411,7 +414,7 @@ def test_interrupted_unpacking_leaves_no_partial_folder_and_reruns_cleanly(tmp_p
     stale = root / ".unpacking-val2014.zip-killed" / "val2014"
     stale.mkdir(parents=True)
     (stale / VAL_IMAGES[0]).write_bytes(b"half a jpeg")
-    monkeypatch.setattr(coco_download, "_extract_member", real_extract)
+    monkeypatch.setattr(unpacking, "_extract_member", real_extract)
     requests = len(server.requests)
     _download(root, table, files=["val2014.zip"])
     assert len(server.requests) == requests
@@ -494,7 +497,7 @@ def test_unknown_file_names_are_refused(tmp_path):
 
 
 def test_sizes_in_messages_read_like_the_coco_site():
-    sizes = {name: coco_download._human_size(entry.size) for name, entry in COCO_FILES.items()}
+    sizes = {name: human_size(entry.size) for name, entry in COCO_FILES.items()}
     assert sizes == {"train2014.zip": "13.5 GB", "val2014.zip": "6.6 GB", "annotations_trainval2014.zip": "252.9 MB",
                      "caption_datasets.zip": "size not published"}
 

@@ -235,7 +235,7 @@ def test_a_failure_mid_report_leaves_the_previous_report(tmp_path, captioner, mo
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "save_overlays", crash)
+    monkeypatch.setattr(report.gallery, "save_overlays", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(run, gallery_images=EXAMPLES[:1], captioner=captioner)
     assert (run / "report" / "index.md").read_text() == before
