@@ -83,9 +83,10 @@ class Captioner:
     """A trained model with its vocabulary, ready to caption images on one device."""
 
     def __init__(self, model: CaptionModel, vocab: Vocabulary, config: Config, device: torch.device,
-                 checkpoint: str = "bundled", evaluation: dict | None = None):
+                 checkpoint: str = "bundled", evaluation: dict | None = None, data_origin: str | None = None):
         self.model, self.vocab, self.config, self.device = model.eval(), vocab, config, device
         self.checkpoint, self.evaluation = checkpoint, evaluation or {}
+        self.data_origin = data_origin  # how the training data was made, when the checkpoint says
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | torch.device = "auto",
@@ -98,7 +99,7 @@ class Captioner:
         if quantize:
             quantize_decoder(model)
         return cls(model, vocab, config, device, str(checkpoint) if checkpoint else "bundled",
-                   payload.get("evaluation"))
+                   payload.get("evaluation"), payload.get("data_origin"))
 
     @property
     def grid(self) -> int:

@@ -232,7 +232,9 @@ def model_card(captioner: Captioner) -> str:
     tuning = "frozen" if encoder.fine_tune == 0 else f"last {encoder.fine_tune} stage(s) fine-tuned"
     rows = [
         ("Checkpoint", checkpoint),
-        ("Trained on", f"{_dataset_description(captioner)}; data root `{config.data.root}`"),
+        ("Trained on", f"{_dataset_description(captioner)}; "
+                       + (f"made with `{captioner.data_origin}`" if captioner.data_origin
+                          else f"data root `{config.data.root}`")),
         ("Encoder", (f"{encoder.backbone} ({encoder.weights} weights), features from `{encoder.layer}`, "
                      f"{encoder.image_size} px input → {encoder.grid} × {encoder.grid} grid, {tuning}")),
         ("Decoder", (f"LSTM {config.model.decoder_dim}, {config.model.attention} attention, "
@@ -262,7 +264,8 @@ def _figures_markdown(evaluation: dict) -> list[str]:
     figures = [
         ("object recall (objects whose colour and shape the caption names)", shapes.get("object_recall")),
         ("hallucination rate (named objects not in the image)", shapes.get("hallucination_rate")),
-        ("pointing accuracy (attention peak inside an object the word names)", shapes.get("grounding_pointing")),
+        ("pointing accuracy (attention peak inside an object the word names, size words honoured)",
+         shapes.get("grounding_pointing")),
         ("attention mass inside the named object's box", shapes.get("grounding_mass")),
         ("BLEU-4", metrics.get("Bleu_4")),
         ("ROUGE-L", metrics.get("ROUGE_L")),
