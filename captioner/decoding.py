@@ -93,12 +93,7 @@ def beam_search(
     live_log_prob = torch.full((B, K), float("-inf"), device=device)
     live_log_prob[:, 0] = 0.0
     tokens = torch.full((B * K,), start_id, dtype=torch.long, device=device)
-    # finished hypotheses, best first: (words, slot after the last word) say where to read them back
-    done_score = torch.full((B, K), float("-inf"), device=device)
-    done_log_prob = torch.full((B, K), float("-inf"), device=device)
-    done_length = torch.zeros(B, K, dtype=torch.long, device=device)
-    done_slot = torch.zeros(B, K, dtype=torch.long, device=device)
-    done_count = torch.zeros(B, dtype=torch.long, device=device)
+    done = _Finished(B, K, device)
     rank = torch.arange(2 * K, device=device)
     beam_rows = torch.arange(K, device=device)
     never = torch.tensor(sorted({start_id, *banned_ids}), device=device)
@@ -117,14 +112,7 @@ def beam_search(
         # set aside the <end>s that rank among the first K
         ending = (top_word == end_id) & (rank[: top_word.shape[1]] < K) & top_log_prob.isfinite()
         if ending.any():
-            new_score = torch.where(ending, top_log_prob / _length_norm(t + 1, alpha), float("-inf"))
-            pool_score = torch.cat([done_score[active], new_score], dim=1)
-            keep = pool_score.topk(K, dim=1).indices
-            done_score[active] = pool_score.gather(1, keep)
-            done_log_prob[active] = torch.cat([done_log_prob[active], top_log_prob], 1).gather(1, keep)
-            done_length[active] = torch.cat([done_length[active], torch.full_like(top_beam, t)], 1).gather(1, keep)
-            done_slot[active] = torch.cat([done_slot[active], top_beam], 1).gather(1, keep)
-            done_count[active] += ending.sum(dim=1)
+            done.add(active, ending, top_log_prob, top_beam, t, alpha)
         if t == L:
             # a hypothesis whose <end> was just set aside is finished: it must not also be
             # returned as an unfinished one with the same words
@@ -140,7 +128,7 @@ def beam_search(
         history.record(t, active, word, beam, alpha_t.float().view(len(active), K, P))
         source = (torch.arange(len(active), device=device) * K).unsqueeze(1) + beam  # (b, K) rows to continue
 
-        running = done_count[active] < K
+        running = done.count[active] < K
         if not bool(running.all()):
             if not bool(running.any()):
                 break
@@ -151,10 +139,35 @@ def beam_search(
         state = tuple(part[source.view(-1)] for part in state)
         tokens = word.view(-1)
 
-    unfinished = done_count[active] < K
+    unfinished = done.count[active] < K
     active, live_log_prob = active[unfinished], live_log_prob[unfinished]
-    return _collect(options, history, min(t, L), done_count, done_score, done_log_prob, done_length, done_slot,
-                    active, live_log_prob)
+    return _collect(options, history, min(t, L), done, active, live_log_prob)
+
+
+class _Finished:
+    """The K best finished hypotheses of each image, best first: ranking score, log-probability,
+    and (words, live slot after the last word), which say where `_History` reads them back."""
+
+    def __init__(self, B: int, K: int, device: torch.device):
+        self.score = torch.full((B, K), float("-inf"), device=device)
+        self.log_prob = torch.full((B, K), float("-inf"), device=device)
+        self.length = torch.zeros(B, K, dtype=torch.long, device=device)
+        self.slot = torch.zeros(B, K, dtype=torch.long, device=device)
+        self.count = torch.zeros(B, dtype=torch.long, device=device)  # how many ever finished
+
+    def add(self, images: torch.Tensor, ending: torch.Tensor, log_prob: torch.Tensor, slot: torch.Tensor,
+            words: int, alpha: float) -> None:
+        """Merge the candidates of `images` (b,) marked `ending` (b, 2K), each with its total
+        log-probability and live slot (b, 2K), all `words` long, into the K best."""
+        K = self.score.shape[1]
+        new_score = torch.where(ending, log_prob / _length_norm(words + 1, alpha), float("-inf"))
+        pool_score = torch.cat([self.score[images], new_score], dim=1)
+        keep = pool_score.topk(K, dim=1).indices
+        self.score[images] = pool_score.gather(1, keep)
+        self.log_prob[images] = torch.cat([self.log_prob[images], log_prob], 1).gather(1, keep)
+        self.length[images] = torch.cat([self.length[images], torch.full_like(slot, words)], 1).gather(1, keep)
+        self.slot[images] = torch.cat([self.slot[images], slot], 1).gather(1, keep)
+        self.count[images] += ending.sum(dim=1)
 
 
 class _History:
@@ -192,22 +205,22 @@ class _History:
         return out_words, out_attention
 
 
-def _collect(options, history: _History, live_length: int, done_count, done_score, done_log_prob, done_length,
-             done_slot, live_images, live_log_prob) -> list[list[DecodedCaption]]:
+def _collect(options, history: _History, live_length: int, done: _Finished, live_images,
+             live_log_prob) -> list[list[DecodedCaption]]:
     """Per image: its finished hypotheses best first, then, for the images in `live_images`,
     the best unfinished ones if too few finished."""
-    B, K = done_score.shape
-    done_words, done_attention = history.read(torch.arange(B, device=done_score.device), done_length, done_slot)
+    B, K = done.score.shape
+    done_words, done_attention = history.read(torch.arange(B, device=done.score.device), done.length, done.slot)
     live_score = live_log_prob / _length_norm(live_length, options.length_penalty)
     live_order = live_score.argsort(dim=1, descending=True)
     live_words, live_attention = history.read(live_images, torch.full_like(live_order, live_length), live_order)
     live_row = {image: row for row, image in enumerate(live_images.tolist())}
-    done_count, done_length = done_count.tolist(), done_length.tolist()
+    done_count, done_length = done.count.tolist(), done.length.tolist()
     results = []
     for i in range(B):
         hypotheses = [
-            DecodedCaption(done_words[i, k, : done_length[i][k]].tolist(), float(done_log_prob[i, k]),
-                           float(done_score[i, k]), done_attention[i, k, : done_length[i][k]].cpu(), True)
+            DecodedCaption(done_words[i, k, : done_length[i][k]].tolist(), float(done.log_prob[i, k]),
+                           float(done.score[i, k]), done_attention[i, k, : done_length[i][k]].cpu(), True)
             for k in range(min(done_count[i], options.top_n))
         ]
         row = live_row.get(i)
