@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captioner import fast_paths
 from captioner.backbones import build_backbone
 from captioner.config import EncoderConfig, ModelConfig
 from captioner.images import Preprocess
@@ -53,50 +54,19 @@ class Encoder(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, S, S) → features (B, P, D).
-
-        On a CPU, images go through the backbone one at a time: oneDNN's depthwise convolutions
-        are memory-bound there, and EfficientNet-Lite0 up to blocks.3 cost 8.5 ms per 224 px
-        image at batch 1 against 21.5 ms per image at batch 32 (2-core machine; ResNet-50 was
-        the same at any batch size)."""
+        """images (B, 3, S, S) → features (B, P, D)."""
         images = images.contiguous(memory_format=torch.channels_last)
-        chunks = images.split(1) if images.device.type == "cpu" else (images,)
-        grid = torch.cat([self.pool(self.backbone(chunk)) for chunk in chunks])  # (B, D, grid, grid)
+        # one image at a time is the same function only while no batch norm uses batch statistics
+        in_eval = not any(module.training for module in self.backbone.modules())
+        if fast_paths.enabled(images, frozen=in_eval):
+            grid = fast_paths.one_image_at_a_time(self._feature_map, images)
+        else:
+            grid = self._feature_map(images)  # (B, D, grid, grid)
         return grid.flatten(2).transpose(1, 2)  # (B, P, D)
 
-
-class _AdditiveScore(torch.autograd.Function):
-    """keys (B, P, A), query (B, A), w (A,), b (1,) → wᵀtanh(keys + query) + b (B, P): the
-    paper's MLP score, with hand-written gradients.
-
-    tanh(u) is computed as 2σ(2u) − 1, the same function: on a CPU (AVX2) torch's sigmoid is
-    about 4× faster than its tanh, and in the shapes recipe's training step this tanh was the
-    largest single cost (21 % of a profiled step). The backward broadcasts where nn.Linear(A, 1)
-    would run a (B·P, 1) × (1, A) matrix product, which BLAS handles poorly.
-    """
-
-    @staticmethod
-    def forward(ctx, keys: torch.Tensor, query: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        w = w.to(keys.dtype)
-        half_plus = torch.add(keys, query.unsqueeze(1)).mul_(2).sigmoid_()  # (1 + tanh) / 2
-        ctx.save_for_backward(half_plus, w)
-        return (half_plus @ w).mul_(2).add_(b.to(keys.dtype) - w.sum())
-
-    @staticmethod
-    def backward(ctx, grad):
-        half_plus, w = ctx.saved_tensors
-        grad_keys = grad_query = grad_w = grad_b = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            # d tanh(u)/du = 1 − tanh² = 4 s (1 − s) with s = σ(2u)
-            grad_u = torch.addcmul(half_plus, half_plus, half_plus, value=-1)
-            grad_u.mul_(grad.unsqueeze(-1)).mul_(4 * w)
-            grad_keys = grad_u if ctx.needs_input_grad[0] else None
-            grad_query = grad_u.sum(1) if ctx.needs_input_grad[1] else None
-        if ctx.needs_input_grad[2]:
-            grad_w = 2 * torch.einsum("bp,bpa->a", grad, half_plus) - grad.sum()
-        if ctx.needs_input_grad[3]:
-            grad_b = grad.sum().view(1)
-        return grad_keys, grad_query, grad_w, grad_b
+    def _feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, S, S) → (B, D, grid, grid)."""
+        return self.pool(self.backbone(images))
 
 
 class SoftAttention(nn.Module):
@@ -131,39 +101,16 @@ class SoftAttention(nn.Module):
         self, keys: torch.Tensor, features: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """keys (B, P, A), features (B, P, D), hidden (B, H) → context (B, D), alpha (B, P)."""
-        query = self.query(hidden)
-        if self.energy is not None:
-            scores = _AdditiveScore.apply(keys, query, self.energy.weight.view(-1), self.energy.bias)
+        query = self.query(hidden)  # (B, A) (H for bilinear)
+        if self.energy is None:
+            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * self.scale  # (B, P)
+        elif fast_paths.enabled(keys):
+            scores = fast_paths.additive_scores(keys, query, self.energy)  # the line below, faster
         else:
-            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * self.scale
-        alpha = scores.softmax(dim=-1)
-        context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)
+            scores = self.energy(torch.tanh(keys + query.unsqueeze(1))).squeeze(-1)  # (B, P)
+        alpha = scores.softmax(dim=-1)  # (B, P)
+        context = torch.bmm(alpha.unsqueeze(1), features).squeeze(1)  # (B, D)
         return context, alpha
-
-
-class _RunningRows(torch.autograd.Function):
-    """x (N, ...) → the views x[:n] for each n of `counts`, in one autograd node.
-
-    Slicing x once per step instead makes every step's backward allocate, zero-fill and add a
-    gradient of x's full size; here the steps' gradients are summed into one buffer, each into
-    its own rows (on the shapes recipe that fill was a quarter of the training step's time).
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, counts: list[int]):
-        ctx.counts, ctx.shape = counts, x.shape
-        return tuple(x[:n] for n in counts)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        total = None
-        for n, grad in zip(ctx.counts, grads):
-            if grad is None:
-                continue
-            if total is None:
-                total = grad.new_zeros(ctx.shape)
-            total[:n] += grad
-        return total, None
 
 
 class Decoder(nn.Module):
@@ -205,7 +152,7 @@ class Decoder(nn.Module):
         """Per-image work done once before the first step: features (B, P, D) →
         (normalised features (B, P, D), attention keys (B, P, A), initial (h, c) each (B, H))."""
         features = self.feature_norm(features)
-        mean = features.mean(dim=1)
+        mean = features.mean(dim=1)  # (B, D)
         state = torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
         return features, self.attention.keys(features), state
 
@@ -218,22 +165,22 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """tokens (B,) = y_{t-1}, state (h, c) each (B, H), keys (B, P, A) and features (B, P, D)
         from `begin` → logits (B, V), new state, alpha (B, P)."""
-        embedded = self.embedding(tokens)
+        embedded = self.embedding(tokens)  # (B, E)
         h, c = state
-        context, alpha = self._glimpse(keys, features, h)
-        h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))
+        context, alpha = self.attend(keys, features, h)
+        h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))  # input (B, E + D)
         if self.deep_output:
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
         else:
             logits = self.out(self.dropout(h))
         return logits, (h, c), alpha
 
-    def _glimpse(self, keys, features, h):
+    def attend(self, keys, features, h):
         """Attention and the gate β: keys (B, P, A), features (B, P, D), h (B, H) → β ⊙ z (B, D),
         alpha (B, P)."""
         context, alpha = self.attention(keys, features, h)
         if self.gate is not None:
-            context = torch.sigmoid(self.gate(h)) * context
+            context = torch.sigmoid(self.gate(h)) * context  # β (B, 1) or (B, D)
         return context, alpha
 
     def forward(
@@ -250,30 +197,27 @@ class Decoder(nn.Module):
 
         Captions are processed longest first and each step only advances those still running,
         so no compute is spent on padding; padded positions of the outputs are zero.
-
-        `fused` gives the same numbers faster: the per-image work (feature norm, attention keys,
-        initial state) runs once per image rather than once per caption, and everything that
-        does not depend on the recurrence (the embedding's share of the LSTM gates, the deep
-        output and the vocabulary projection) runs as one matrix product over all steps, so the
-        time loop holds only attention and the LSTM's recurrent product.
+        `fused` gives the same numbers faster (captioner.fast_paths.teacher_forcing_fused).
         """
         if image_index is None:
             image_index = torch.arange(len(captions), device=captions.device)
         steps = lengths - 1
         order = steps.argsort(descending=True)
         captions, steps, image_index = captions[order], steps[order], image_index[order]
-        N, T = captions.shape
+        T = captions.shape[1]
         running_per_step = (steps.unsqueeze(0) > torch.arange(T - 1, device=steps.device).unsqueeze(1)).sum(1)
-        running_per_step = running_per_step.tolist()
+        running_per_step = running_per_step.tolist()  # captions still running at each step
         if fused:
-            logits, alphas = self._teacher_forcing_fused(features, captions, image_index, running_per_step)
+            logits, alphas = fast_paths.teacher_forcing_fused(self, features, captions, image_index,
+                                                              running_per_step, self._compiled_step)
         else:
-            logits, alphas = self._teacher_forcing_stepwise(features[image_index], captions, running_per_step)
+            logits, alphas = self._teacher_forcing(features[image_index], captions, running_per_step)
         inverse = order.argsort()
         return logits[inverse], alphas[inverse]
 
-    def _teacher_forcing_stepwise(self, features, captions, running_per_step):
-        """The plain path: one `step` per time step. features (N, P, D) in caption order."""
+    def _teacher_forcing(self, features, captions, running_per_step):
+        """One `step` per time step: features (N, P, D) and captions (N, T) in caption order,
+        longest first → logits (N, T-1, V), alphas (N, T-1, P)."""
         features, keys, (h, c) = self.begin(features)
         N = len(captions)
         step_logits, step_alphas = [], []
@@ -285,52 +229,11 @@ class Decoder(nn.Module):
             step_alphas.append(F.pad(alpha_t, (0, 0, 0, N - n)))
         return torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1)
 
-    def _recurrent_step(self, h, c, keys, features, gates_in, weight_context):
-        """The part of a step that depends on the previous one: (h, c) each (N, H), keys (N, P, A),
-        features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P)."""
-        context, alpha = self._glimpse(keys, features, h)
-        gates = gates_in + F.linear(context, weight_context) + F.linear(h, self.lstm.weight_hh)
-        in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTMCell's order
-        c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
-        h = torch.sigmoid(out_gate) * torch.tanh(c)
-        return h, c, context, alpha
-
     def compile_step(self) -> None:
-        """Compile the fused path's recurrent step with torch.compile (its elementwise work then
-        runs as a few fused kernels). The batch shrinks from step to step, hence dynamic shapes."""
-        self._compiled_step = torch.compile(self._recurrent_step, dynamic=True)
-
-    def _teacher_forcing_fused(self, features, captions, image_index, running_per_step):
-        """The fast path. features (B, P, D) per image, captions (N, T) longest first.
-        Per-step tensors are time-major, so taking the running rows of step t is a cheap view
-        whose gradient is no larger than that step."""
-        features, keys, (h, c) = self.begin(features)
-        features, keys, h, c = features[image_index], keys[image_index], h[image_index], c[image_index]
-        N, E = len(captions), self.embedding.embedding_dim
-        embedded = self.embedding(captions[:, :-1].T)  # (T-1, N, E)
-        weight_embedded, weight_context = self.lstm.weight_ih.split([E, features.shape[-1]], dim=1)
-        gates_in = F.linear(embedded, weight_embedded, self.lstm.bias_ih + self.lstm.bias_hh)  # (T-1, N, 4H)
-        recurrent_step = self._compiled_step or self._recurrent_step
-        step_keys = _RunningRows.apply(keys, running_per_step)
-        step_features = _RunningRows.apply(features, running_per_step)
-        hiddens, contexts, alphas = [], [], []
-        for n, gates_in_t, keys_t, features_t in zip(running_per_step, gates_in.unbind(0), step_keys, step_features):
-            h, c, context, alpha = recurrent_step(h[:n], c[:n], keys_t, features_t, gates_in_t[:n], weight_context)
-            hiddens.append(h)
-            contexts.append(context)
-            alphas.append(F.pad(alpha, (0, 0, 0, N - n)))
-        # rows of step t are the first n_t captions, so concatenating the steps packs the real
-        # tokens time-major, which is the order of `real` below
-        hiddens, contexts = torch.cat(hiddens), torch.cat(contexts)  # (real tokens, H), (real tokens, D)
-        real = torch.arange(N, device=captions.device) < torch.tensor(
-            running_per_step, device=captions.device).unsqueeze(1)  # (T-1, N)
-        if self.deep_output:
-            outputs = embedded[real] + self.out_hidden(hiddens) + self.out_context(contexts)
-        else:
-            outputs = hiddens
-        logits = self.out(self.dropout(outputs))  # (real tokens, V)
-        padded = logits.new_zeros(*real.shape, logits.shape[-1]).index_put((real,), logits)  # (T-1, N, V)
-        return padded.transpose(0, 1), torch.stack(alphas, dim=1)
+        """Compile the fused path's recurrent step (captioner.fast_paths.recurrent_step) with
+        torch.compile: its elementwise work then runs as a few fused kernels. The batch shrinks
+        from step to step, hence dynamic shapes."""
+        self._compiled_step = torch.compile(fast_paths.recurrent_step, dynamic=True)
 
 
 class CaptionModel(nn.Module):

@@ -50,22 +50,6 @@ def test_attention_weights_sum_to_one_over_cells(score):
     torch.testing.assert_close(context, torch.einsum("bp,bpd->bd", alpha, features))
 
 
-def test_additive_scores_and_gradients_equal_the_papers_mlp_written_plainly():
-    torch.manual_seed(0)
-    attention = SoftAttention(feature_dim=6, hidden_dim=5, attention_dim=4).double()
-    features, hidden = torch.randn(3, 7, 6, dtype=torch.double), torch.randn(3, 5, dtype=torch.double)
-    keys = attention.keys(features)
-    context, alpha = attention(keys, features, hidden)
-    plain_alpha = attention.energy(torch.tanh(keys + attention.query(hidden).unsqueeze(1))).squeeze(-1).softmax(-1)
-    plain_context = torch.einsum("bp,bpd->bd", plain_alpha, features)
-    weights = torch.randn_like(context)
-    ours = torch.autograd.grad((context * weights).sum(), list(attention.parameters()), retain_graph=True)
-    plain = torch.autograd.grad((plain_context * weights).sum(), list(attention.parameters()))
-    torch.testing.assert_close(alpha, plain_alpha, rtol=1e-12, atol=1e-12)
-    for a, b in zip(ours, plain):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-
-
 @pytest.mark.parametrize("gate", Decoder.GATES)
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("feature_norm", [False, True])
