@@ -55,6 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")
     parser.add_argument("--no-test", action="store_true", help="validation only (while still choosing)")
     parser.add_argument("--output", default="experiments/results/shapes_seeds.json", help="result JSON")
+    parser.add_argument("--table", action="store_true",
+                        help="only print the Markdown table of an existing --output (as in docs/shapes-world.md)")
     return parser
 
 
@@ -138,7 +140,33 @@ def targets_met(mean: dict) -> dict:
     return met
 
 
+SHOWN = ("object_recall", "hallucination_rate", "pointing", "pointing_ignoring_size", "CIDEr", "Bleu_4")
+
+
+def markdown_table(result: dict, split: str = "test") -> str:
+    """The figures of `split` as a Markdown table: each seed, the mean ± sd, the shipped model."""
+    lines = ["| model | " + " | ".join(SHOWN) + " |", "|---" * (len(SHOWN) + 1) + "|"]
+    for seed, figures in result["runs"].items():
+        lines.append(f"| seed {seed} | " + " | ".join(_number(figures[split].get(k)) for k in SHOWN) + " |")
+    spread = result["recipe_mean_sd"][split]
+    lines.append(f"| **mean ± sd ({len(result['runs'])} seeds)** | "
+                 + " | ".join(f"{spread[k]['mean']:.3f} ± {spread[k]['sd']:.3f}" if k in spread else "–"
+                              for k in SHOWN) + " |")
+    lines.append("| shipped model | " + " | ".join(_number(result["shipped"][split].get(k)) for k in SHOWN) + " |")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.table:
+        result = json.loads((REPO / args.output).read_text())
+        for split in ("val", "test"):
+            if split in result["recipe_mean_sd"]:
+                print(f"{split}:\n{markdown_table(result, split)}\n")
+        return 0
     test_data = f"{args.data}_test_seed{args.test_seed}"
     world = world_command(args.data, args.data_seed, args.num_images, test_only=False)
     test_world = world_command(test_data, args.test_seed, args.test_images, test_only=True)
