@@ -16,7 +16,7 @@ from captioner.atomic import AtomicFile
 
 FORMAT = "captioner-checkpoint"
 VERSION = 1
-# The default model trained on the shapes world (README: "The bundled model").
+# The default model trained on the shapes world (docs/shapes-world.md).
 BUNDLED_CHECKPOINT = Path(__file__).parent / "assets" / "shapes.pt"
 
 

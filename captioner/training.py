@@ -255,20 +255,8 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device) -> 
                 train_features = cached_features(model, train_records, cache_dir, "train", device, config)
                 val_features = cached_features(model, val_records, cache_dir, "val", device, config)
             processes.barrier()
-    dataset = CaptionDataset(
-        train_records, vocab,
-        preprocess=None if config.data.cache_features else model.encoder.preprocess,
-        features=train_features, captions_per_image=config.data.captions_per_image,
-        max_words=config.data.max_caption_words, seed=config.train.seed,
-    )
-    sampler = EpochBatchSampler(len(dataset), config.train.batch_size, config.train.seed,
-                                rank=processes.rank, world_size=processes.world_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_captions,
-                        num_workers=0 if config.data.cache_features else config.data.num_workers,
-                        pin_memory=device.type == "cuda",
-                        # its own generator keeps worker seeding off the global RNG that dropout uses,
-                        # so a run resumed mid-epoch draws the same dropout masks
-                        generator=torch.Generator().manual_seed(config.train.seed))
+    dataset, sampler, loader = _training_loader(config, model, vocab, train_records, train_features, processes,
+                                                device)
 
     if config.train.compile:
         if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
@@ -326,12 +314,32 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device) -> 
                 save_checkpoint(payload, run_dir / "checkpoint_best.pt")
             if config.train.early_stopping and state.epochs_without_improvement >= config.train.early_stopping:
                 if processes.main:
-                        tqdm.write(f"early stopping: no {config.train.val_metric} gain in "
+                    tqdm.write(f"early stopping: no {config.train.val_metric} gain in "
                                f"{state.epochs_without_improvement} epochs")
                 break
     if config.train.report and not stop.requested and processes.main:  # Ctrl-C: "stop now", not "draw plots"
         report_after_fit(run_dir, device)
     return run_dir
+
+
+def _training_loader(config: Config, model: CaptionModel, vocab: Vocabulary, records: Sequence[ImageRecord],
+                     features: torch.Tensor | None, processes: Processes, device: torch.device):
+    """(dataset, sampler, loader) of the training captions: images, or their cached `features`."""
+    dataset = CaptionDataset(
+        records, vocab,
+        preprocess=None if features is not None else model.encoder.preprocess,
+        features=features, captions_per_image=config.data.captions_per_image,
+        max_words=config.data.max_caption_words, seed=config.train.seed,
+    )
+    sampler = EpochBatchSampler(len(dataset), config.train.batch_size, config.train.seed,
+                                rank=processes.rank, world_size=processes.world_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_captions,
+                        num_workers=0 if features is not None else config.data.num_workers,
+                        pin_memory=device.type == "cuda",
+                        # its own generator keeps worker seeding off the global RNG that dropout uses,
+                        # so a run resumed mid-epoch draws the same dropout masks
+                        generator=torch.Generator().manual_seed(config.train.seed))
+    return dataset, sampler, loader
 
 
 def _restore(checkpoint: dict, model, optimizer, scheduler) -> TrainState:

@@ -41,8 +41,8 @@ def test_bundled_model_names_the_objects_in_the_examples(bundled):
         total += sum(expected.values())
         if len(objects[name]) == 1:  # lone objects are always named exactly
             assert found == expected, (name, caption)
-    # The model still gets an object wrong in some multi-object scenes (README: recall 0.95,
-    # hallucination 0.05 on 1,000 test images); on these 18 objects it must name most, invent few.
+    # The model still gets an object wrong in some multi-object scenes (docs/shapes-world.md has
+    # its test-set figures); on these 18 objects it must name most and invent few.
     assert named / total >= 0.8, captions
     assert invented / total <= 0.2, captions
 

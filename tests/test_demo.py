@@ -30,7 +30,7 @@ from captioner.inference import Captioner  # noqa: E402
 
 EXAMPLES = app.EXAMPLES_DIR
 OBJECTS = json.loads((EXAMPLES / "objects.json").read_text())
-# Scenes of one or two objects; the bundled model is most reliable there (README, "The bundled model").
+# Scenes of one or two objects; the bundled model is most reliable there (docs/shapes-world.md).
 SIMPLE_EXAMPLES = sorted(name for name, objects in OBJECTS.items() if len(objects) <= 2)
 LONE_TRIANGLE = EXAMPLES / "shapes_5.jpg"
 BROWSER_TIMEOUT_S = 60
@@ -114,7 +114,7 @@ def test_predict_names_the_objects_with_one_overlay_per_word(captioner, name):
     named = Counter(parse_caption(prediction.text))
     if len(OBJECTS[name]) == 1:  # lone objects are named right (all of them on the 1,000-image test set)
         assert named == truth, prediction.text
-    else:  # 2-object scenes: about 1 caption in 12 gets one object wrong (README, "The bundled model")
+    else:  # 2-object scenes: the model sometimes gets one object wrong (docs/shapes-world.md)
         assert sum((named & truth).values()) >= 1 and sum(named.values()) == 2, prediction.text
     assert prediction.text == " ".join(prediction.words)
     assert len(prediction.overlays) == len(prediction.words) > 0

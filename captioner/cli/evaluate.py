@@ -10,7 +10,7 @@ from pathlib import Path
 from captioner.cli.decoding_options import add_decoding_arguments, decoding_options
 from captioner.cli.errors import UsageError
 
-# Where the shapes world goes when a user makes it as the README says.
+# Where the shapes world goes when a user makes it as docs/shapes-world.md says.
 SHAPES_ROOT = "data/shapes"
 
 
