@@ -119,6 +119,8 @@ def decode_and_score(
         "split": split,
         "results": str(results_path),
         "decoding": dataclasses.asdict(options),
+        # captions cut at max_len without <end>: scored as they are, counted so that it shows
+        "unfinished": sum(not c.finished for c in decoded.values()),
         **evaluate_captions(ground_truth, texts, java),
     }
     objects_file = Path(data.root) / SHAPES_OBJECTS

@@ -109,6 +109,7 @@ def evaluate(args, checkpoint: Path, name: str, data: str, split: str) -> dict:
     report = json.loads(output.read_text())
     figures = {key: report.get(section, {}).get(field) for key, (section, field) in METRICS.items()}
     figures["images"] = report.get("num_images")
+    figures["unfinished"] = report.get("unfinished")
     return figures
 
 

@@ -23,7 +23,7 @@ from captioner.config import DataConfig, load_config
 from captioner.data.shapes import PLURALS, SHAPES, load_objects
 from captioner.decoding import DecodingOptions
 from captioner.evaluation import decode_and_score
-from captioner.inference import CaptionResult
+from captioner.inference import CaptionResult, Captioner
 from captioner.training import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,3 +258,18 @@ def test_evaluate_bad_results_are_one_clear_line(tmp_path, results, message):
                              str(annotations), "--no-java"], capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr and "results.json" in result.stderr
+
+
+def test_unfinished_captions_are_counted(shapes_data, tiny_checkpoint, tmp_path):
+    # A decoder that can never say <end> stops every caption at max_len: all are unfinished,
+    # and each is exactly max_len words long.
+    captioner = Captioner.load(tiny_checkpoint, "cpu")
+    with torch.no_grad():
+        captioner.model.decoder.out.bias[captioner.vocab.end_id] = -1e4
+    data = load_config(REPO / "configs" / "tiny.yaml", [
+        f"data.root={shapes_data}", f"data.split_file={shapes_data / 'dataset_shapes.json'}"]).data
+    report = decode_and_score(captioner, data, "test", DecodingOptions(beam_size=2, max_len=3),
+                              tmp_path / "results.json", java=False, num_workers=0)
+    captions = json.loads((tmp_path / "results.json").read_text())
+    assert report["unfinished"] == report["num_images"] == len(captions) > 0
+    assert all(len(c["caption"].split()) == 3 for c in captions)
