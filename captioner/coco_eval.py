@@ -66,6 +66,7 @@ PYTHON_TOKENIZER = (
 COCO_CAPTIONS = "coco-captions"  # an official captions file, read as COCOEvalCap reads it
 SPLIT_FILE_RAW = "split-file-raw"  # the `raw` sentences of a Karpathy split file
 IN_MEMORY = "in-memory"  # references the caller built
+FOLDER_METADATA = "folder-metadata"  # the captions of an image folder's metadata.jsonl / .csv
 # How many offending ids or entries an error message lists.
 _SHOWN = 5
 
@@ -78,8 +79,8 @@ class ResultsError(ValueError):
 class GroundTruth:
     """Reference captions by image id, and where they came from (for messages and reports).
 
-    `kind` is COCO_CAPTIONS, SPLIT_FILE_RAW or IN_MEMORY; `note` says why a split is scored
-    against its split file's sentences rather than an official captions file.
+    `kind` is COCO_CAPTIONS, SPLIT_FILE_RAW, FOLDER_METADATA or IN_MEMORY; `note` says why a
+    split is scored against its split file's sentences rather than an official captions file.
     """
 
     references: dict[int, list[str]]

@@ -45,8 +45,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    root: str = ""  # COCO-layout folder holding annotations/, train2014/, val2014/
-    split_file: str | None = None  # Karpathy split JSON; None: captions_train2014 / captions_val2014
+    format: str = "coco"  # coco | folder (your own images with a metadata.jsonl/.csv: docs/own-data.md)
+    root: str = ""  # coco: folder holding annotations/, train2014/, val2014/; folder: the image folder
+    # coco: Karpathy split JSON (None: captions_train2014 / captions_val2014);
+    # folder: where its 90/5/5 split is kept when the metadata has no split column (None: beside it)
+    split_file: str | None = None
+    split_seed: int = 0  # folder: the seed of its 90/5/5 split, used when the split is first made
     train_split: str = "train"
     val_split: str = "val"
     min_word_count: int = 5

@@ -14,9 +14,16 @@ import torch
 from tqdm import tqdm
 
 from captioner.atomic import AtomicFile
-from captioner.coco_eval import GroundTruth, evaluate_captions, load_annotations, split_references
+from captioner.coco_eval import (
+    FOLDER_METADATA,
+    GroundTruth,
+    evaluate_captions,
+    load_annotations,
+    split_references,
+)
 from captioner.config import DataConfig
 from captioner.data.coco import DatasetError, ImageRecord, load_split, official_captions_file
+from captioner.data.folder import metadata_file
 from captioner.data.shapes import load_objects
 from captioner.decoding import DecodingOptions
 from captioner.inference import CaptionResult, Captioner
@@ -86,8 +93,12 @@ def split_ground_truth(data: DataConfig, split: str, records: Sequence[ImageReco
 
     With a split file, `records` (the whole split) are matched to the captions file of their
     image folder, falling back to the split file's sentences (see `coco_eval.split_references`);
-    without, the split is an official captions file, read in COCOEvalCap's order.
+    without, the split is an official captions file, read in COCOEvalCap's order. An image
+    folder's references are its metadata's captions, the only ones it has.
     """
+    if data.format == "folder":
+        references = {record.image_id: list(record.captions) for record in records}
+        return GroundTruth(references, metadata_file(data.root).name, FOLDER_METADATA)
     if data.split_file:
         return split_references(records, data.root, data.split_file)
     return load_annotations(official_captions_file(data.root, split), data.root)

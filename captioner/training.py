@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import shutil
 import signal
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from captioner import feature_cache
 from captioner.checkpoint import load_checkpoint, save_checkpoint
-from captioner.config import Config, ConfigError, save_config
+from captioner.config import Config, ConfigError, ModelConfig, from_dict, save_config
 from captioner.decoding import DecodingOptions
 from captioner.data.coco import (
     CaptionDataset,
@@ -36,7 +38,7 @@ from captioner.evaluation import decode_records, score_captions
 from captioner.inference import Captioner
 from captioner.model import CaptionModel, caption_loss
 from captioner.report import report_after_fit
-from captioner.vocab import Vocabulary
+from captioner.vocab import Vocabulary, tokenize
 
 
 def cached_features(
@@ -212,8 +214,11 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, state: Tra
     }
 
 
-def fit(config: Config, resume: str | Path | None = None) -> Path:
+def fit(config: Config, resume: str | Path | None = None, init: str | Path | None = None) -> Path:
     """Train a captioner as configured; returns the run folder holding the checkpoints.
+
+    `init` (a checkpoint path, or "bundled") starts from a trained model instead of random
+    weights: its model config and its vocabulary, kept fixed, are used (see `_vocabulary`).
 
     Under `torchrun --nproc_per_node=N` each process trains on its share of every batch with
     DistributedDataParallel; rank 0 alone writes the run folder. One process under torchrun
@@ -222,29 +227,31 @@ def fit(config: Config, resume: str | Path | None = None) -> Path:
     processes, device = start_processes(config.train.device)
     keep_freed_memory()
     try:
-        return _fit(config, resume, processes, device)
+        return _fit(config, resume, processes, device, init)
     finally:
         processes.close()
 
 
-def _fit(config: Config, resume, processes: Processes, device: torch.device) -> Path:
+def _fit(config: Config, resume, processes: Processes, device: torch.device, init=None) -> Path:
     torch.manual_seed(config.train.seed + processes.rank)  # each process its own dropout masks
+    checkpoint = load_checkpoint(resume) if resume else None
+    init_checkpoint = _init_checkpoint(init, resume)
+    if init_checkpoint is not None:
+        config = _with_init_model(config, init_checkpoint, init, processes.main)
     run_dir = Path(config.output_dir)
     if processes.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-    checkpoint = load_checkpoint(resume) if resume else None
 
     # data
     train_records = load_split(config.data, config.data.train_split)
     val_records = load_split(config.data, config.data.val_split)[: config.data.val_max_images]
-    if checkpoint is not None:
-        vocab = Vocabulary.from_dict(checkpoint["vocab"])
-    else:
-        vocab = Vocabulary.build((c for r in train_records for c in r.captions), config.data.min_word_count)
+    vocab = _vocabulary(config, train_records, checkpoint, init_checkpoint, processes.main)
 
     # model
     model = CaptionModel(config.model, len(vocab)).to(device)
+    if init_checkpoint is not None:
+        model.load_portable_state_dict(init_checkpoint["model"])
     if config.data.cache_features and not model.encoder.frozen:
         raise ValueError("data.cache_features needs a frozen encoder (model.encoder.fine_tune=0)")
     train_features = val_features = None
@@ -320,6 +327,49 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device) -> 
     if config.train.report and not stop.requested and processes.main:  # Ctrl-C: "stop now", not "draw plots"
         report_after_fit(run_dir, device)
     return run_dir
+
+
+def _init_checkpoint(init, resume) -> dict | None:
+    """The checkpoint of a trained model to start from (`--init`: a path, or "bundled")."""
+    if init is None:
+        return None
+    if resume:
+        raise ConfigError("--init and --resume exclude each other: --resume continues a run, "
+                          "--init starts a new one from a trained model")
+    return load_checkpoint(None if str(init) == "bundled" else init)
+
+
+def _with_init_model(config: Config, init_checkpoint: dict, init, main: bool) -> Config:
+    """`config` with the init checkpoint's model config: its weights only fit the architecture
+    (and the encoder's features) they were trained with."""
+    model = from_dict(ModelConfig, init_checkpoint["config"]["model"], "model.")
+    if main and model != config.model:
+        tqdm.write(f"--init: the model config (architecture, encoder) is the one of {init}, not the recipe's")
+    return dataclasses.replace(config, model=model)
+
+
+def _vocabulary(config: Config, records: Sequence[ImageRecord], checkpoint: dict | None,
+                init_checkpoint: dict | None, main: bool) -> Vocabulary:
+    """A resumed run's own vocabulary; else an init checkpoint's, kept fixed (its embedding and
+    output rows are trained weights, and a fixed vocabulary keeps the model loadable by everything
+    that reads checkpoints; words new to it train as <unk>, which is reported); else the
+    training captions' words seen at least data.min_word_count times."""
+    if checkpoint is not None:
+        return Vocabulary.from_dict(checkpoint["vocab"])
+    if init_checkpoint is None:
+        return Vocabulary.build((c for r in records for c in r.captions), config.data.min_word_count)
+    vocab = Vocabulary.from_dict(init_checkpoint["vocab"])
+    new = unknown_words(vocab, (c for r in records for c in r.captions))
+    if main:
+        shown = "; most frequent: " + ", ".join(word for word, _ in new.most_common(10)) if new else ""
+        tqdm.write(f"fixed vocabulary ({len(vocab)} words): {len(new)} words of the training captions are new to it "
+                   f"and train as <unk> ({sum(new.values())} occurrences{shown})")
+    return vocab
+
+
+def unknown_words(vocab: Vocabulary, captions: Iterable[str]) -> Counter:
+    """{word: occurrences} of the words of `captions` that `vocab` does not hold."""
+    return Counter(word for caption in captions for word in tokenize(caption) if word not in vocab.stoi)
 
 
 def _training_loader(config: Config, model: CaptionModel, vocab: Vocabulary, records: Sequence[ImageRecord],

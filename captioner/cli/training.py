@@ -20,6 +20,11 @@ def add_train_parser(commands) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. --set train.epochs=3 data.root=/data/coco")
     parser.add_argument("--resume", help="checkpoint_last.pt of an interrupted run to continue exactly")
+    parser.add_argument("--init", metavar="CHECKPOINT",
+                        help="start from a trained model (a checkpoint, or 'bundled' for the bundled one) to "
+                             "fine-tune it: its model config and vocabulary are used, the vocabulary stays "
+                             "fixed (new words train as <unk>, counted), and epochs, optimizer and schedule "
+                             "start afresh (docs/own-data.md)")
     parser.set_defaults(run=train)
 
 
@@ -28,7 +33,7 @@ def train(args: argparse.Namespace) -> int:
     from captioner.training import fit  # noqa: PLC0415
 
     config = load_config(args.config, args.set)
-    run_dir = fit(config, resume=args.resume)
+    run_dir = fit(config, resume=args.resume, init=args.init)
     print(f"run folder: {run_dir}")
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from captioner.config import DataConfig
+from captioner.config import ConfigError, DataConfig
 from captioner.images import Preprocess, load_image
 from captioner.vocab import Vocabulary
 
@@ -91,7 +91,17 @@ def captions_file(root: str | Path, folder: str) -> Path:
 
 
 def load_split(data: DataConfig, split: str) -> list[ImageRecord]:
-    """Records of `split` (train/val/test) from the data config's split file or official files."""
+    """Records of `split` (train/val/test) from the data config's split file or official files,
+    or, with `data.format: folder`, from an image folder's metadata (captioner.data.folder)."""
+    if data.format == "folder":
+        if not data.root:
+            raise DatasetError("data.root is not set: pass --set data.root=/path/to/your/images")
+        # imported here: the folder module builds on this one's ImageRecord and DatasetError
+        from captioner.data.folder import load_folder_split  # noqa: PLC0415
+
+        return load_folder_split(data, split)
+    if data.format != "coco":
+        raise ConfigError(f"config key data.format: expected coco or folder, got {data.format!r}")
     if not data.root:
         raise DatasetError("data.root is not set: pass --set data.root=/path/to/coco")
     root = Path(data.root)

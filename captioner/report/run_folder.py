@@ -97,6 +97,8 @@ def dataset_name(config: Config | None, scores: dict | None) -> str | None:
         return "shapes"
     if config is None:
         return None
+    if config.data.format == "folder":  # the user's own images: no published figures to compare with
+        return Path(config.data.root).name or "an image folder"
     if config.data.split_file:
         stem = Path(config.data.split_file).stem
         name = stem.removeprefix("dataset_")
