@@ -1,4 +1,5 @@
-"""Decode a split with a model and score it: COCO caption metrics, plus grounding on shapes data.
+"""Decode a split with a model and score it: COCO caption metrics, plus grounding on shapes data
+and CHAIR (object hallucination) when an instances file is given.
 
 Used by validation during training and by `captioner evaluate`.
 """
@@ -14,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from captioner.atomic import AtomicFile
+from captioner.chair import Instances, chair, load_instances, object_grounding, summarize_object_grounding
 from captioner.coco_eval import (
     FOLDER_METADATA,
     GroundTruth,
@@ -75,6 +77,19 @@ def shapes_scores(decoded: dict[int, CaptionResult], objects_file: Path) -> dict
     return shapes_report(texts, attentions, load_objects(objects_file))
 
 
+def chair_scores(texts: dict[int, str], ground_truth: GroundTruth, instances: str | Path) -> dict:
+    """CHAIR of `texts` against the instances file and the references' objects (see `chair`)."""
+    return chair(texts, ground_truth.references, load_instances(instances))
+
+
+def object_grounding_scores(decoded: dict[int, CaptionResult], instances: Instances) -> dict[str, float]:
+    """Attention mass and pointing, in boxes and in masks, of the words naming an object that is
+    in the image (see `chair.object_grounding`), averaged over those words."""
+    records = [record for image_id, result in decoded.items()
+               for record in object_grounding(result.words, result.attention.cpu(), image_id, instances)]
+    return summarize_object_grounding(records)
+
+
 def write_results(texts: dict[int, str], path: Path) -> None:
     """COCO results format: [{"image_id": int, "caption": str}, ...]."""
     with AtomicFile(path) as handle:
@@ -115,12 +130,16 @@ def decode_and_score(
     batch_size: int = 64,
     num_workers: int = 2,
     progress: bool = False,
+    instances: str | Path | None = None,
 ) -> dict:
     """Caption a split, write the captions as a COCO results file, and score them with the
     official metrics against the references of `split_ground_truth` (plus grounding on a
-    shapes dataset). Returns the report."""
+    shapes dataset; CHAIR and object grounding in boxes and masks when an `instances` file is
+    given). Returns the report."""
     records = load_split(data, split)
     ground_truth = split_ground_truth(data, split, records)
+    # Read before decoding, so that a bad instances file fails at once, not after the captioning.
+    objects = load_instances(instances) if instances is not None else None
     decoded = decode_records(captioner, records[:max_images], options, batch_size=batch_size,
                              num_workers=num_workers, progress=progress)
     texts = {i: c.text for i, c in decoded.items()}
@@ -134,6 +153,9 @@ def decode_and_score(
         "unfinished": sum(not c.finished for c in decoded.values()),
         **evaluate_captions(ground_truth, texts, java),
     }
+    if objects is not None:
+        report["chair"] = chair(texts, ground_truth.references, objects)
+        report["object_grounding"] = object_grounding_scores(decoded, objects)
     objects_file = Path(data.root) / SHAPES_OBJECTS
     if objects_file.is_file():
         report["shapes"] = shapes_scores(decoded, objects_file)

@@ -85,15 +85,15 @@ def attention_grounding(
         best = int(np.argmax(masses))
         box = matches[best].bbox
         peak = peak_centre(grid, image.width, image.height)
-        pointing = any(_inside(peak, o.bbox) for o in matches if mention.names(o))
+        pointing = any(inside_box(peak, o.bbox) for o in matches if mention.names(o))
         records.append({
             "t": mention.index,
             "word": words[mention.index],
             "bbox": list(box),
             "mass": masses[best],
             "pointing": pointing,
-            "pointing_ignoring_size": any(_inside(peak, o.bbox) for o in matches),
-            "other_object": not pointing and any(_inside(peak, o.bbox) for o in image.objects),
+            "pointing_ignoring_size": any(inside_box(peak, o.bbox) for o in matches),
+            "other_object": not pointing and any(inside_box(peak, o.bbox) for o in image.objects),
             "baseline": box[2] * box[3] / (image.width * image.height),
         })
     return records
@@ -119,11 +119,43 @@ def box_mass(grid: np.ndarray, bbox: Sequence[float], width: int, height: int) -
     return float(cover_y @ grid @ cover_x) / total if total > 0 else 0.0
 
 
-def _coverage(low: float, high: float, extent: int, cells: int) -> np.ndarray:
-    """Fraction of each of `cells` equal intervals tiling [0, extent] that [low, high] covers."""
+def _coverage(low: float | np.ndarray, high: float | np.ndarray, extent: int, cells: int) -> np.ndarray:
+    """Fraction of each of `cells` equal intervals tiling [0, extent] that [low, high] covers
+    (`cells`,); with (n, 1) arrays of bounds, one row per interval (n, `cells`)."""
     edges = np.linspace(0.0, extent, cells + 1)
     overlap = np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0.0, None)
     return overlap / (extent / cells)
+
+
+def mask_mass(grid: np.ndarray, mask: np.ndarray) -> float:
+    """Share of an (h, w) attention map's mass inside a region given as an (H, W) pixel mask of
+    the image the grid tiles (each value: the share of that pixel in the region).
+
+    A cell contributes its mass times the share of its area the region covers, as in
+    `box_mass`; for a mask that is exact at pixel resolution.
+    """
+    rows, cols = grid.shape
+    height, width = mask.shape
+    cover = _pixel_coverage(height, rows).T @ mask @ _pixel_coverage(width, cols)
+    total = float(grid.sum())
+    return float((grid * cover).sum()) / total if total > 0 else 0.0
+
+
+def _pixel_coverage(extent: int, cells: int) -> np.ndarray:
+    """(extent, cells): the fraction of each cell that each pixel of [0, extent] covers."""
+    pixels = np.arange(extent, dtype=np.float64)[:, None]
+    return _coverage(pixels, pixels + 1, extent, cells)
+
+
+def box_mask(boxes: Sequence[Sequence[float]], width: int, height: int) -> np.ndarray:
+    """(H, W) share of each pixel inside the union of boxes (x, y, w, h), so that `mask_mass`
+    measures boxes and segmentation masks alike. A pixel cut by two boxes counts with the
+    larger share (exact unless partial pixels of two boxes overlap)."""
+    mask = np.zeros((height, width))
+    for x, y, w, h in boxes:
+        share = np.outer(_coverage(y, y + h, height, height), _coverage(x, x + w, width, width))
+        np.maximum(mask, share, out=mask)
+    return mask
 
 
 def peak_centre(grid: np.ndarray, width: int, height: int) -> tuple[float, float]:
@@ -133,7 +165,8 @@ def peak_centre(grid: np.ndarray, width: int, height: int) -> tuple[float, float
     return (col + 0.5) * width / cols, (row + 0.5) * height / rows
 
 
-def _inside(point: tuple[float, float], bbox: Sequence[float]) -> bool:
+def inside_box(point: tuple[float, float], bbox: Sequence[float]) -> bool:
+    """Whether image point (x, y) lies in box (x, y, w, h), edges included."""
     x, y, w, h = bbox
     return bool(x <= point[0] <= x + w and y <= point[1] <= y + h)
 

@@ -26,7 +26,8 @@ def add_evaluate_parser(commands) -> None:
                     "file of the split's images (annotations/captions_val2014.json under --data-root or beside "
                     "the split file), as COCOEvalCap does; the split file's own sentences only when no such file "
                     "covers the split. The scores JSON says which references were used. On a shapes dataset the "
-                    "object recall, hallucination rate and attention grounding are reported too.",
+                    "object recall, hallucination rate and attention grounding are reported too. With "
+                    "--instances, CHAIR (object hallucination, Rohrbach et al. 2018) is reported.",
     )
     parser.add_argument("--results", help="COCO results JSON [{image_id, caption}] to score")
     parser.add_argument("--annotations", help="COCO captions JSON, e.g. annotations/captions_val2014.json")
@@ -36,6 +37,10 @@ def add_evaluate_parser(commands) -> None:
     parser.add_argument("--split-file", help="Karpathy split JSON, e.g. dataset_coco.json")
     parser.add_argument("--split", default="test", help="split to score (default test)")
     parser.add_argument("--max-images", type=int, help="caption only the first N images of the split")
+    parser.add_argument("--instances",
+                        help="COCO instances JSON (e.g. annotations/instances_val2014.json): adds CHAIR, the "
+                             "object hallucination rates CHAIRi and CHAIRs, to the scores, and, when captioning "
+                             "a split, the attention grounding of object words in their boxes and masks")
     add_decoding_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=64,
                         help="images per batch when captioning the split (default 64)")
@@ -57,12 +62,23 @@ def evaluate(args: argparse.Namespace) -> int:
     from captioner.coco_eval import format_table  # noqa: PLC0415 - heavy imports: not for `--help`
     from captioner.evaluation import write_scores  # noqa: PLC0415
 
+    if args.instances and not Path(args.instances).is_file():
+        # Checked before captioning a split, which may take long, fails at the end.
+        raise UsageError(f"--instances: COCO instances file not found: {args.instances}")
     java = False if args.no_java else None
     report, output = _score_results(args, java) if args.results else _decode_and_score(args, java)
     write_scores(report, output)
     print(format_table(report))
     for name, value in report.get("shapes", {}).items():
         print(f"{name:<28} {value:>10.4f}")
+    if "chair" in report:
+        chair = report["chair"]
+        print(f"{'CHAIRi':<28} {chair['CHAIRi']:>10.4f}  ({chair['hallucinated_mentions']} of {chair['mentions']} "
+              f"object mentions hallucinated)")
+        print(f"{'CHAIRs':<28} {chair['CHAIRs']:>10.4f}  ({chair['hallucinated_captions']} of {chair['captions']} "
+              f"captions)")
+    for name, value in report.get("object_grounding", {}).items():
+        print(f"{'object_' + name:<28} {value:>10.4f}")
     print(f"scores: {output}" + (f"  results: {report['results']}" if "results" in report else ""))
     return 0
 
@@ -80,6 +96,10 @@ def _score_results(args: argparse.Namespace, java: bool | None) -> tuple[dict, P
                          "or --split-file dataset_coco.json --split test")
     texts = load_results(args.results, ground_truth)
     report = {"results": str(args.results), **evaluate_captions(ground_truth, texts, java)}
+    if args.instances:
+        from captioner.evaluation import chair_scores  # noqa: PLC0415
+
+        report["chair"] = chair_scores(texts, ground_truth, args.instances)
     results = Path(args.results)
     return report, Path(args.output or results.with_name(results.stem + "_scores.json"))
 
@@ -95,7 +115,7 @@ def _decode_and_score(args: argparse.Namespace, java: bool | None) -> tuple[dict
     output = Path(args.output or default_scores_path(args.checkpoint, args.split))
     report = decode_and_score(captioner, data, args.split, options, output.with_name(output.stem + "_results.json"),
                               java=java, max_images=args.max_images, batch_size=args.batch_size,
-                              num_workers=args.num_workers, progress=not args.quiet)
+                              num_workers=args.num_workers, progress=not args.quiet, instances=args.instances)
     return report, output
 
 

@@ -12,6 +12,8 @@ Layout written by `generate(out_dir, ...)`, as for COCO with Karpathy's split::
     annotations/captions_train2014.json           COCO captions (pycocotools)
     annotations/captions_val2014.json
     annotations/shapes_objects.json               per-image boxes, shapes, colours, sizes
+    annotations/instances_train2014.json          COCO detection format: the shapes as categories,
+    annotations/instances_val2014.json            with boxes and polygon outlines (for CHAIR)
     dataset_shapes.json                           Karpathy-style split file
 
 The same seed gives byte-identical files, whatever the number of worker processes: every image
@@ -540,6 +542,8 @@ def generate(
         "captions_train": out / "annotations" / "captions_train2014.json",
         "captions_val": out / "annotations" / "captions_val2014.json",
         "objects": out / "annotations" / "shapes_objects.json",
+        "instances_train": out / "annotations" / "instances_train2014.json",
+        "instances_val": out / "annotations" / "instances_val2014.json",
         "split_file": out / "dataset_shapes.json",
     }
     info = {"description": "captioner shapes world", "seed": seed, "num_images": num_images,
@@ -547,6 +551,8 @@ def generate(
     _write_json(files["captions_train"], _coco_captions(names, made, image_size, {"train"}, info))
     _write_json(files["captions_val"], _coco_captions(names, made, image_size, {"val", "test"}, info))
     _write_json(files["objects"], _objects_json(names, made, image_size, info))
+    _write_json(files["instances_train"], _coco_instances(names, made, image_size, {"train"}, info))
+    _write_json(files["instances_val"], _coco_instances(names, made, image_size, {"val", "test"}, info))
     _write_json(files["split_file"], _karpathy_json(names, made))
     return {
         "out_dir": str(out),
@@ -578,6 +584,50 @@ def _coco_captions(
 def _sentence_id(image_id: int, k: int) -> int:
     """Caption ids unique over the dataset, shared by the COCO and Karpathy files."""
     return (image_id - 1) * CAPTIONS_PER_IMAGE + k + 1
+
+
+def _coco_instances(
+    names: Sequence[str], made: Sequence[_Made], size: int, wanted: set[str], info: dict
+) -> dict:
+    """An official-style instances (detection) JSON of the images whose split is in `wanted`:
+    one category per shape, one annotation per object with its box and outline polygon."""
+    images, annotations = [], []
+    for i, (split, item) in enumerate(zip(names, made)):
+        if split not in wanted:
+            continue
+        image_id = i + 1
+        images.append({"id": image_id, "file_name": _file_name(split, image_id), "width": size,
+                       "height": size, "license": 0})
+        annotations += [_instance(image_id, k, obj, size) for k, obj in enumerate(item.objects)]
+    categories = [{"id": k + 1, "name": shape, "supercategory": "shape"} for k, shape in enumerate(SHAPES)]
+    return {"info": info, "licenses": [{"id": 0, "name": "generated", "url": ""}], "images": images,
+            "annotations": annotations, "categories": categories}
+
+
+def _instance(image_id: int, k: int, obj: ShapeObject, size: int) -> dict:
+    """The COCO annotation of object `k` of an image; its area is that of the polygon as
+    pycocotools rasterizes it, as COCO's own areas are mask areas."""
+    from pycocotools import mask as mask_utils  # noqa: PLC0415 - only needed when writing
+
+    polygon = _polygon(obj)
+    area = int(mask_utils.area(mask_utils.merge(mask_utils.frPyObjects([polygon], size, size))))
+    return {"id": (image_id - 1) * _MAX_OBJECTS + k + 1, "image_id": image_id,
+            "category_id": SHAPES.index(obj.shape) + 1, "bbox": list(obj.bbox), "area": area,
+            "iscrowd": 0, "segmentation": [polygon]}
+
+
+def _polygon(obj: ShapeObject) -> list[float]:
+    """The shape's outline in image pixels as COCO's flat [x1, y1, x2, y2, ...], rounded to
+    hundredths so the file stays short; a circle is a 32-gon."""
+    x, y, w, h = obj.bbox
+    if obj.shape == "circle":
+        unit = [(0.5 + 0.5 * math.cos(2 * math.pi * k / 32), 0.5 + 0.5 * math.sin(2 * math.pi * k / 32))
+                for k in range(32)]
+    elif obj.shape == "square":
+        unit = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+    else:
+        unit = _outline(obj.shape)
+    return [round(v, 2) for u, t in unit for v in (x + u * w, y + t * h)]
 
 
 def _objects_json(names: Sequence[str], made: Sequence[_Made], size: int, info: dict) -> dict:

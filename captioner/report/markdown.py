@@ -111,6 +111,25 @@ def _scores_section(config: Config | None, scores: dict | None, scores_path: Pat
         shapes = [[f"`{key}`", _number(value, 4)] for key, value in scores["shapes"].items()]
         parts += ["### Shapes-world figures (object naming and attention grounding)",
                   _table(["figure", "value"], shapes)]
+    if isinstance(scores.get("chair"), dict):
+        parts.append(_chair_subsection(scores["chair"], scores.get("object_grounding")))
+    return "\n\n".join(parts)
+
+
+def _chair_subsection(chair: dict, grounding: dict | None) -> str:
+    """CHAIR (×100, as the paper prints it) with its counts, then the object grounding figures."""
+    rows = [["CHAIRi", _number(chair["CHAIRi"] * 100 if is_number(chair.get("CHAIRi")) else None),
+             f"{chair.get('hallucinated_mentions', '?')} of {chair.get('mentions', '?')} object mentions"],
+            ["CHAIRs", _number(chair["CHAIRs"] * 100 if is_number(chair.get("CHAIRs")) else None),
+             f"{chair.get('hallucinated_captions', '?')} of {chair.get('captions', '?')} captions"]]
+    parts = ["### Object hallucination (CHAIR, Rohrbach et al. 2018; lower is better)",
+             _table(["figure", "×100", "counts"], rows),
+             f"Objects of each image: `{_escape(Path(str(chair.get('instances', '?'))).name)}` and the objects its "
+             "reference captions name."]
+    if isinstance(grounding, dict):
+        figures = [[f"`{key}`", _number(value, 4)] for key, value in grounding.items()]
+        parts += ["Attention grounding of the words naming an object in the image (boxes and segmentation masks):",
+                  _table(["figure", "value"], figures)]
     return "\n\n".join(parts)
 
 
