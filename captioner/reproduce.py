@@ -96,8 +96,12 @@ def reproduce(
     else:
         log(f"evaluate: Karpathy test split, beam {beam_size}")
         captioner = Captioner.load(run_dir / "checkpoint_best.pt", config.train.device)
+        # CHAIR needs the instances of the test images (val2014), which only a full annotations
+        # download holds: scored when the file is there
+        instances = Path(root) / "annotations" / "instances_val2014.json"
         report = decode_and_score(captioner, config.data, "test", DecodingOptions(beam_size=beam_size),
-                                  run_dir / RESULTS_FILE, num_workers=config.data.num_workers, progress=progress)
+                                  run_dir / RESULTS_FILE, num_workers=config.data.num_workers, progress=progress,
+                                  instances=instances if instances.is_file() else None)
         write_scores(report, scores)
 
     # report

@@ -58,6 +58,8 @@ def test_reproduce_runs_every_stage_then_skips_them(shapes_data, tmp_path, capsy
     res = {i: [hand_tokens(c)] for i, c in texts.items()}
     assert scores["metrics"]["Bleu_4"] == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0][3], abs=1e-9)
     assert scores["metrics"]["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-9)
+    # the folder holds instances_val2014.json, so CHAIR is scored over every test caption
+    assert scores["chair"]["captions"] == len(texts) and "CHAIR" in report
     stamps = {p: p.stat().st_mtime_ns for p in (run / "checkpoint_last.pt", run / "test_scores.json",
                                                   run / "report" / "index.md")}
 
