@@ -567,18 +567,23 @@ def _coco_captions(
 ) -> dict:
     """An official-style captions JSON of the images whose split is in `wanted`."""
     images, annotations = [], []
-    for i, (split, item) in enumerate(zip(names, made)):
-        if split not in wanted:
-            continue
-        image_id = i + 1
-        images.append({"id": image_id, "file_name": _file_name(split, image_id), "width": size,
-                       "height": size, "license": 0})
+    for image_id, item, image in _coco_images(names, made, size, wanted):
+        images.append(image)
         annotations += [
             {"id": _sentence_id(image_id, k), "image_id": image_id, "caption": caption}
             for k, caption in enumerate(item.captions)
         ]
     return {"info": info, "licenses": [{"id": 0, "name": "generated", "url": ""}],
             "images": images, "annotations": annotations}
+
+
+def _coco_images(names: Sequence[str], made: Sequence[_Made], size: int, wanted: set[str]):
+    """(image id, what was made for it, its COCO `images[]` entry) of each image whose split is in `wanted`."""
+    for i, (split, item) in enumerate(zip(names, made)):
+        if split in wanted:
+            image_id = i + 1
+            yield image_id, item, {"id": image_id, "file_name": _file_name(split, image_id), "width": size,
+                                   "height": size, "license": 0}
 
 
 def _sentence_id(image_id: int, k: int) -> int:
@@ -592,12 +597,8 @@ def _coco_instances(
     """An official-style instances (detection) JSON of the images whose split is in `wanted`:
     one category per shape, one annotation per object with its box and outline polygon."""
     images, annotations = [], []
-    for i, (split, item) in enumerate(zip(names, made)):
-        if split not in wanted:
-            continue
-        image_id = i + 1
-        images.append({"id": image_id, "file_name": _file_name(split, image_id), "width": size,
-                       "height": size, "license": 0})
+    for image_id, item, image in _coco_images(names, made, size, wanted):
+        images.append(image)
         annotations += [_instance(image_id, k, obj, size) for k, obj in enumerate(item.objects)]
     categories = [{"id": k + 1, "name": shape, "supercategory": "shape"} for k, shape in enumerate(SHAPES)]
     return {"info": info, "licenses": [{"id": 0, "name": "generated", "url": ""}], "images": images,
