@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-from captioner import coco_eval, coco_java
+from captioner import coco_java
 from captioner.coco_eval import GroundTruth, evaluate_captions
 
 REFERENCES_PER_IMAGE = 5

@@ -121,10 +121,11 @@ def _lexicon(categories: tuple[str, ...]) -> Lexicon:
         for phrase in table["categories"].get(category, [category]):
             for form in (phrase, plural(phrase, irregular)):
                 # A phrase two categories claim would make the metric depend on their order.
-                if phrases.get(tuple(form.split()), category) != category:
-                    raise DatasetError(f"{SYNONYMS_FILE.name}: {form!r} would name both {phrases[tuple(form.split())]!r} "
-                                     f"and {category!r}")
-                phrases[tuple(form.split())] = category
+                words = tuple(form.split())
+                if phrases.get(words, category) != category:
+                    raise DatasetError(f"{SYNONYMS_FILE.name}: {form!r} would name both {phrases[words]!r} "
+                                       f"and {category!r}")
+                phrases[words] = category
     return Lexicon(MappingProxyType(phrases))
 
 

@@ -56,9 +56,10 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, S, S) → features (B, P, D)."""
         images = images.contiguous(memory_format=torch.channels_last)
-        # one image at a time is the same function only while no batch norm uses batch statistics
-        in_eval = not any(module.training for module in self.backbone.modules())
-        if fast_paths.enabled(images, frozen=in_eval):
+        # one image at a time is the same function only while no batch norm uses batch statistics:
+        # `train()` keeps every stage but the fine-tuned ones in eval mode
+        batch_statistics = self.training and bool(self._trainable_stages)
+        if fast_paths.enabled(images, frozen=not batch_statistics):
             grid = fast_paths.one_image_at_a_time(self._feature_map, images)
         else:
             grid = self._feature_map(images)  # (B, D, grid, grid)

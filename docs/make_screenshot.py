@@ -1,7 +1,7 @@
 """Make docs/demo.png and docs/demo-full.png: screenshots of the real web demo on the bundled model.
 
     .venv/bin/python docs/make_screenshot.py            # -> docs/demo.png, docs/demo-full.png
-    .venv/bin/python docs/make_screenshot.py --image examples/shapes_3.jpg --word cross --out-dir /tmp/shots
+    .venv/bin/python docs/make_screenshot.py --image examples/shapes_3.jpg --word cross --out-dir shots/
 
 It starts demo/app.py (the program `make run` serves) on a free port of 127.0.0.1, opens the
 page in headless Chromium, uploads the image, presses Caption, picks a word, waits until the

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from pycocotools.coco import COCO
 
 from captioner.chair import (
@@ -24,9 +23,9 @@ from captioner.data.coco import DatasetError
 from captioner.data.shapes import SHAPES, load_objects
 from captioner.decoding import DecodingOptions
 from captioner.evaluation import decode_and_score
-from captioner.inference import CaptionResult
 from captioner.metrics import attention_grounding, hallucination_rate
 from captioner.report.markdown import render_markdown
+from stand_ins import FixedCaptioner
 
 # Official COCO category ids, as instances_val2014.json numbers them.
 CATEGORIES = {"person": 1, "car": 3, "cat": 17, "dog": 18, "bear": 23, "umbrella": 28, "frisbee": 34,
@@ -194,22 +193,6 @@ def test_shapes_instances_match_the_objects_file(shapes_data):
                 # The outline fills its box: its area is the mask's, all of it inside the box.
                 assert mask.sum() == annotation["area"] == mask[y : y + h, x : x + w].sum() > 0
                 assert annotation["iscrowd"] == 0
-
-
-class FixedCaptioner:
-    """Captions each image file with a given caption, attending uniformly over a 7x7 grid."""
-
-    checkpoint = "fixed captions"
-
-    def __init__(self, captions_by_file: dict[str, str]):
-        self.captions_by_file = captions_by_file
-
-    def caption_files(self, paths, options, batch_size, num_workers):
-        for path in paths:
-            text = self.captions_by_file[Path(path).name]
-            words = text.lower().replace(",", " ").split()
-            yield CaptionResult(source=str(path), text=text, words=words,
-                                attention=torch.full((len(words) + 1, 7, 7), 1 / 49))
 
 
 def test_shapes_chair_agrees_with_the_shapes_hallucination_rate(shapes_data, tmp_path):

@@ -23,20 +23,15 @@ from captioner.config import DataConfig, load_config
 from captioner.data.shapes import PLURALS, SHAPES, load_objects
 from captioner.decoding import DecodingOptions
 from captioner.evaluation import decode_and_score
-from captioner.inference import CaptionResult, Captioner
+from captioner.inference import Captioner
 from captioner.training import fit
+from stand_ins import FixedCaptioner, hand_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 VAL_CAPTIONS = {"source": "annotations/captions_val2014.json", "kind": "coco-captions"}
 # Replaces the references of every image in `edited_copy`'s captions file.
 NEW_REFERENCE = "Some shapes drawn on a background."
-
-
-def hand_tokens(caption: str) -> str:
-    """The COCO tokens of a caption made of plain words, commas and a full stop (shapes captions,
-    decoded captions): lower-cased words; pycocoevalcap's punctuation list drops the rest."""
-    return " ".join(caption.lower().replace(",", " ").replace(".", " ").split())
 
 
 def pycocoevalcap_scores(references: dict[int, list[str]], captions: dict[int, str]) -> dict[str, float]:
@@ -83,24 +78,6 @@ def edited_copy(shapes_data: Path, folder: Path) -> tuple[Path, dict[int, list[s
 
 
 # ---------------------------------------------------------------------------- a known captioner
-
-
-class FixedCaptioner:
-    """Stands in for a model: captions each image file with a given caption and attends uniformly
-    over a 7x7 grid, so every figure of the report is known in advance."""
-
-    checkpoint = "fixed captions"
-
-    def __init__(self, captions_by_file: dict[str, str]):
-        self.captions_by_file = captions_by_file
-
-    def caption_files(self, paths, options, batch_size, num_workers):
-        for path in paths:
-            text = self.captions_by_file[Path(path).name]
-            words = hand_tokens(text).split()
-            # One map per word plus the one that produced <end>, as the model gives them.
-            yield CaptionResult(source=str(path), text=text, words=words,
-                                attention=torch.full((len(words) + 1, 7, 7), 1 / 49))
 
 
 def first_references(root: Path, split: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pycocoevalcap.cider.cider import Cider
 
 from captioner.cli import main
 from captioner.coco_download import SPLIT_FILE
+from stand_ins import hand_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,11 +28,6 @@ def other_references(root: Path) -> dict[int, list[str]]:
                            for i, captions in references.items() for k, caption in enumerate(captions)]
     path.write_text(json.dumps(data))
     return references
-
-
-def hand_tokens(caption: str) -> str:
-    """COCO tokens of shapes and decoded captions: lower-case words, no commas or full stops."""
-    return " ".join(caption.lower().replace(",", " ").replace(".", " ").split())
 
 
 def test_reproduce_runs_every_stage_then_skips_them(shapes_data, tmp_path, capsys):

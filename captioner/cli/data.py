@@ -12,7 +12,7 @@ def add_shapes_parser(commands) -> None:
     parser = commands.add_parser(
         "shapes", help="generate the synthetic shapes world",
         description="Write a shapes dataset in the official COCO layout (images, annotations/captions_*.json, "
-                    "annotations/shapes_objects.json) plus a Karpathy-style dataset_shapes.json. "
+                    "annotations/shapes_objects.json, annotations/instances_*.json) plus a Karpathy-style dataset_shapes.json. "
                     "The same seed gives byte-identical files.",
     )
     parser.add_argument("--out", required=True, help="output folder")
