@@ -37,6 +37,9 @@ class ModelConfig:
     attention_dim: int = 512
     decoder_dim: int = 512
     attention: str = "additive"  # additive | bilinear | dot
+    # soft: z = Σ α_i a_i (§4.2); hard: z = a_s, s ~ Multinoulli(α), trained by the paper's rule
+    # (§4.1, train.hard_*), decoded with the expected context
+    attention_mode: str = "soft"
     gate: str = "scalar"  # scalar | vector | none
     deep_output: bool = True
     feature_norm: bool = False  # LayerNorm on the encoder features before attention (not in the paper)
@@ -73,6 +76,11 @@ class TrainConfig:
     lr_decay: float = 0.8
     lr_patience: int = 2
     attention_penalty: float = 1.0  # lambda of the doubly stochastic regulariser
+    # Hard attention's learning rule (model.attention_mode=hard; Xu et al. §4.1, equations 11-12):
+    hard_reinforce_weight: float = 1.0  # λ_r on (log p(y|s,a) − b) ∇log p(s|a)
+    hard_entropy_weight: float = 0.002  # λ_e on ∇H[s], the attention's entropy
+    hard_baseline_decay: float = 0.9  # b ← decay·b + (1 − decay)·log p(y|s,a), per batch
+    hard_expected_context: float = 0.5  # share of batches trained on the expected context instead
     grad_clip: float = 5.0  # 0 disables clipping
     clip_mode: str = "norm"  # norm | value
     val_metric: str = "CIDEr"  # Bleu_1..4, ROUGE_L or CIDEr of the validation captions

@@ -102,12 +102,14 @@ def teacher_forcing_fused(
     image_index: torch.Tensor,
     running_per_step: list[int],
     compiled_step: Callable | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    sample: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """`Decoder.forward`'s teacher forcing with the same numbers, in less time.
 
     features (B, P, D) per image, captions (N, T) longest first, image_index (N,),
     running_per_step: captions still running at each of the T-1 steps → logits (N, T-1, V),
-    alphas (N, T-1, P), zero where padded. The per-image work (feature norm, attention keys,
+    alphas (N, T-1, P), zero where padded, and with `sample` (hard attention) the sampled
+    locations (N, T-1), -1 where padded (else None). The per-image work (feature norm, attention keys,
     initial state) runs once per image rather than once per caption; everything that does not
     depend on the recurrence (the embedding's share of the LSTM gates, the deep output, the
     vocabulary projection) runs as one matrix product over all steps, so the time loop holds only
@@ -125,12 +127,15 @@ def teacher_forcing_fused(
     step = compiled_step or recurrent_step
     step_keys = _RunningRows.apply(keys, running_per_step)
     step_features = _RunningRows.apply(features, running_per_step)
-    hiddens, contexts, alphas = [], [], []
+    hiddens, contexts, alphas, locations = [], [], [], []
     for n, gates_in_t, keys_t, features_t in zip(running_per_step, gates_in.unbind(0), step_keys, step_features):
-        h, c, context, alpha = step(decoder, h[:n], c[:n], keys_t, features_t, gates_in_t[:n], weight_context)
+        h, c, context, alpha, location = step(decoder, h[:n], c[:n], keys_t, features_t, gates_in_t[:n],
+                                              weight_context, sample)
         hiddens.append(h)
         contexts.append(context)
         alphas.append(F.pad(alpha, (0, 0, 0, N - n)))
+        if sample:
+            locations.append(F.pad(location, (0, N - n), value=-1))
     # rows of step t are the first n_t captions, so concatenating the steps packs the real
     # tokens time-major, which is the order of `real` below
     hiddens, contexts = torch.cat(hiddens), torch.cat(contexts)  # (real tokens, H), (real tokens, D)
@@ -142,18 +147,20 @@ def teacher_forcing_fused(
         outputs = hiddens
     logits = decoder.out(decoder.dropout(outputs))  # (real tokens, V)
     padded = logits.new_zeros(*real.shape, logits.shape[-1]).index_put((real,), logits)  # (T-1, N, V)
-    return padded.transpose(0, 1), torch.stack(alphas, dim=1)
+    locations = torch.stack(locations, dim=1) if sample else None
+    return padded.transpose(0, 1), torch.stack(alphas, dim=1), locations
 
 
-def recurrent_step(decoder: Decoder, h, c, keys, features, gates_in, weight_context):
+def recurrent_step(decoder: Decoder, h, c, keys, features, gates_in, weight_context, sample: bool = False):
     """The part of a step that depends on the previous one: (h, c) each (N, H), keys (N, P, A),
-    features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P)."""
-    context, alpha = decoder.attend(keys, features, h)
+    features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P), and the
+    sampled locations (N,) of a hard-attention pass (`sample`, see `Decoder.attend`) or None."""
+    context, alpha, location = decoder.attend(keys, features, h, sample)
     gates = gates_in + F.linear(context, weight_context) + F.linear(h, decoder.lstm.weight_hh)  # (N, 4H)
     in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTMCell's order
     c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
     h = torch.sigmoid(out_gate) * torch.tanh(c)
-    return h, c, context, alpha
+    return h, c, context, alpha, location
 
 
 class _RunningRows(torch.autograd.Function):

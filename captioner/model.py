@@ -1,7 +1,13 @@
-"""Show, Attend and Tell (Xu et al., 2015): CNN encoder, soft attention, LSTM decoder.
+"""Show, Attend and Tell (Xu et al., 2015): CNN encoder, soft or hard attention, LSTM decoder.
 
 Letters in shapes: B batch, P grid cells (h·w), D feature dim, E embedding dim, H decoder dim,
 A attention dim, T caption length (with <start> and <end>), V vocabulary size.
+
+Both of the paper's attention models share the same α_t = softmax(score(a_i, h_{t-1})):
+- soft (§4.2): the context is the expectation z_t = Σ_i α_ti a_i, trained by backpropagation;
+- hard (§4.1): a location s_t ~ Multinoulli(α_t) is sampled and z_t = a_{s_t}; `hard_attention_loss`
+  is its learning rule (equations 11-12). A hard model decodes with the expected context (see
+  `Decoder.attend`), so every caller of the decoder treats both models alike.
 """
 
 from __future__ import annotations
@@ -122,11 +128,15 @@ class Decoder(nn.Module):
     """
 
     GATES = ("scalar", "vector", "none")
+    ATTENTION_MODES = ("soft", "hard")
 
     def __init__(self, vocab_size: int, feature_dim: int, config: ModelConfig):
         super().__init__()
         if config.gate not in self.GATES:
             raise ValueError(f"model.gate must be one of {self.GATES}, got {config.gate!r}")
+        if config.attention_mode not in self.ATTENTION_MODES:
+            raise ValueError(f"model.attention_mode must be one of {self.ATTENTION_MODES}, "
+                             f"got {config.attention_mode!r}")
         E, H, D = config.embed_dim, config.decoder_dim, feature_dim
         self.embedding = nn.Embedding(vocab_size, E)
         # Unlike the paper's post-ReLU VGG maps, a CNN's inner feature maps can have large,
@@ -165,24 +175,39 @@ class Decoder(nn.Module):
         features: torch.Tensor,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """tokens (B,) = y_{t-1}, state (h, c) each (B, H), keys (B, P, A) and features (B, P, D)
-        from `begin` → logits (B, V), new state, alpha (B, P)."""
+        from `begin` → logits (B, V), new state, alpha (B, P). Expected context (see `attend`)."""
+        logits, state, alpha, _ = self._step(tokens, state, keys, features)
+        return logits, state, alpha
+
+    def _step(self, tokens, state, keys, features, sample: bool = False):
+        """`step`, also returning the sampled locations (B,) of a hard-attention pass (`sample`)."""
         embedded = self.embedding(tokens)  # (B, E)
         h, c = state
-        context, alpha = self.attend(keys, features, h)
+        context, alpha, location = self.attend(keys, features, h, sample)
         h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))  # input (B, E + D)
         if self.deep_output:
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
         else:
             logits = self.out(self.dropout(h))
-        return logits, (h, c), alpha
+        return logits, (h, c), alpha, location
 
-    def attend(self, keys, features, h):
+    def attend(self, keys, features, h, sample: bool = False):
         """Attention and the gate β: keys (B, P, A), features (B, P, D), h (B, H) → β ⊙ z (B, D),
-        alpha (B, P)."""
+        alpha (B, P), and the sampled locations s (B,) when `sample` (else None).
+
+        `sample` is hard attention's training pass: z = a_s with s ~ Multinoulli(α). Otherwise z is
+        the expected context Σ_i α_i a_i, which is soft attention and also how a hard model decodes:
+        the paper trains it on the expectation for half the batches, so it is a context the model
+        knows, and it keeps decoding deterministic, so beam search ranks captions and not draws.
+        """
         context, alpha = self.attention(keys, features, h)
+        location = None
+        if sample:
+            location = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # (B,)
+            context = features[torch.arange(len(features), device=features.device), location]  # a_s (B, D)
         if self.gate is not None:
             context = torch.sigmoid(self.gate(h)) * context  # β (B, 1) or (B, D)
-        return context, alpha
+        return context, alpha, location
 
     def forward(
         self,
@@ -191,10 +216,12 @@ class Decoder(nn.Module):
         lengths: torch.Tensor,
         image_index: torch.Tensor | None = None,
         fused: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sample: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Teacher forcing. features (B, P, D), captions (N, T) with <start>…<end> and padding,
         lengths (N,) counting <start> and <end>, image_index (N,) naming each caption's image
-        (None: N = B, caption i belongs to image i) → logits (N, T-1, V), alphas (N, T-1, P).
+        (None: N = B, caption i belongs to image i) → logits (N, T-1, V), alphas (N, T-1, P),
+        and with `sample` (hard attention) the sampled locations (N, T-1), -1 where padded.
 
         Captions are processed longest first and each step only advances those still running,
         so no compute is spent on padding; padded positions of the outputs are zero.
@@ -209,26 +236,31 @@ class Decoder(nn.Module):
         running_per_step = (steps.unsqueeze(0) > torch.arange(T - 1, device=steps.device).unsqueeze(1)).sum(1)
         running_per_step = running_per_step.tolist()  # captions still running at each step
         if fused:
-            logits, alphas = fast_paths.teacher_forcing_fused(self, features, captions, image_index,
-                                                              running_per_step, self._compiled_step)
+            logits, alphas, locations = fast_paths.teacher_forcing_fused(
+                self, features, captions, image_index, running_per_step, self._compiled_step, sample)
         else:
-            logits, alphas = self._teacher_forcing(features[image_index], captions, running_per_step)
+            logits, alphas, locations = self._teacher_forcing(features[image_index], captions, running_per_step,
+                                                              sample)
         inverse = order.argsort()
-        return logits[inverse], alphas[inverse]
+        return logits[inverse], alphas[inverse], locations[inverse] if sample else None
 
-    def _teacher_forcing(self, features, captions, running_per_step):
+    def _teacher_forcing(self, features, captions, running_per_step, sample: bool = False):
         """One `step` per time step: features (N, P, D) and captions (N, T) in caption order,
-        longest first → logits (N, T-1, V), alphas (N, T-1, P)."""
+        longest first → logits (N, T-1, V), alphas (N, T-1, P), locations (N, T-1) or None."""
         features, keys, (h, c) = self.begin(features)
         N = len(captions)
-        step_logits, step_alphas = [], []
+        step_logits, step_alphas, step_locations = [], [], []
         for t, n in enumerate(running_per_step):
-            logits_t, (h, c), alpha_t = self.step(captions[:n, t], (h[:n], c[:n]), keys[:n], features[:n])
+            logits_t, (h, c), alpha_t, location_t = self._step(captions[:n, t], (h[:n], c[:n]), keys[:n],
+                                                               features[:n], sample)
             # padding rows are appended, not written into a preallocated tensor: in-place slice
             # writes would make backward copy the whole (N, T-1, V) gradient at every step
             step_logits.append(F.pad(logits_t, (0, 0, 0, N - n)))
             step_alphas.append(F.pad(alpha_t, (0, 0, 0, N - n)))
-        return torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1)
+            if sample:
+                step_locations.append(F.pad(location_t, (0, N - n), value=-1))
+        locations = torch.stack(step_locations, dim=1) if sample else None
+        return torch.stack(step_logits, dim=1), torch.stack(step_alphas, dim=1), locations
 
     def compile_step(self) -> None:
         """Compile the fused path's recurrent step (captioner.fast_paths.recurrent_step) with
@@ -254,12 +286,13 @@ class CaptionModel(nn.Module):
         image_index: torch.Tensor | None = None,
         cached: bool = False,
         fused: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        sample: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """inputs: images (B, 3, S, S), or their cached features (B, P, D) when `cached`;
-        captions (N, T), lengths (N,), image_index (N,) as in `Decoder.forward` → logits
-        (N, T-1, V), alphas (N, T-1, P)."""
+        captions (N, T), lengths (N,), image_index (N,), `sample` as in `Decoder.forward` →
+        logits (N, T-1, V), alphas (N, T-1, P), sampled locations (N, T-1) or None."""
         features = inputs.float() if cached else self.encoder(inputs)
-        return self.decoder(features, captions, lengths, image_index, fused)
+        return self.decoder(features, captions, lengths, image_index, fused, sample)
 
     def portable_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights a checkpoint must carry: a frozen pretrained encoder is rebuilt from its
@@ -296,3 +329,39 @@ def caption_loss(
     cross_entropy = F.cross_entropy(logits[real].float(), targets[real])
     penalty = ((1.0 - alphas.float().sum(dim=1)) ** 2).mean()
     return cross_entropy + attention_penalty * penalty, cross_entropy
+
+
+def hard_attention_loss(
+    logits: torch.Tensor,
+    captions: torch.Tensor,
+    lengths: torch.Tensor,
+    alphas: torch.Tensor,
+    locations: torch.Tensor,
+    baseline: float,
+    reinforce_weight: float,
+    entropy_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The paper's learning rule for hard attention (equations 11-12), as a loss to minimise.
+
+    For a caption y whose locations s̃ were sampled, the rule's gradient of the lower bound L_s is
+        ∂log p(y|s̃,a)/∂W + λ_r (log p(y|s̃,a) − b) ∂log p(s̃|a)/∂W + λ_e ∂H[s̃]/∂W,
+    with log p(s̃|a) = Σ_t log α_t,s̃_t and H[s̃] = Σ_t H(α_t). The loss is minus the sum of what
+    those are gradients of, (log p(y|s̃,a) − b) held constant, over the batch's captions, divided
+    by its real tokens so that it is on `caption_loss`'s per-token scale.
+
+    logits (N, T-1, V), captions (N, T), lengths (N,), alphas (N, T-1, P), locations (N, T-1)
+    → (loss, cross-entropy per token, log p(y|s̃,a) per caption (N,) for the baseline), the
+    last two detached.
+    """
+    targets = captions[:, 1:]
+    real = torch.arange(targets.shape[1], device=targets.device).unsqueeze(0) < (lengths - 1).unsqueeze(1)
+    token_log_p = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (N, T-1)
+    log_likelihood = (token_log_p * real).sum(1)  # log p(y|s̃,a) (N,)
+    alphas = alphas.float()
+    chosen = alphas.gather(2, locations.clamp_min(0).unsqueeze(-1)).squeeze(-1)  # α_t,s̃_t (N, T-1)
+    location_log_p = (chosen.clamp_min(torch.finfo(alphas.dtype).tiny).log() * real).sum(1)  # log p(s̃|a) (N,)
+    entropy = (-torch.special.xlogy(alphas, alphas).sum(-1) * real).sum(1)  # H[s̃] (N,)
+    advantage = log_likelihood.detach() - baseline
+    bound = log_likelihood + reinforce_weight * advantage * location_log_p + entropy_weight * entropy
+    tokens = real.sum()
+    return -bound.sum() / tokens, -log_likelihood.detach().sum() / tokens, log_likelihood.detach()

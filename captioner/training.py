@@ -36,7 +36,7 @@ from captioner.device import autocast, keep_freed_memory
 from captioner.distributed import Processes, start_processes
 from captioner.evaluation import decode_records, score_captions
 from captioner.inference import Captioner
-from captioner.model import CaptionModel, caption_loss
+from captioner.model import CaptionModel, caption_loss, hard_attention_loss
 from captioner.report import report_after_fit
 from captioner.vocab import Vocabulary, tokenize
 
@@ -77,6 +77,8 @@ class TrainState:
     step: int = 0
     best_score: float = float("-inf")
     epochs_without_improvement: int = 0
+    # hard attention's moving-average baseline b of log p(y|s,a); None until the first sampled batch
+    hard_baseline: float | None = None
 
 
 def _checkpoint_payload(config, vocab, model, optimizer, scheduler, state: TrainState, scores=None) -> dict:
@@ -96,6 +98,7 @@ def _checkpoint_payload(config, vocab, model, optimizer, scheduler, state: Train
             "step": state.step,
             "best_score": state.best_score,
             "epochs_without_improvement": state.epochs_without_improvement,
+            "hard_baseline": state.hard_baseline,
             "rng": rng,
         },
     }
@@ -156,21 +159,50 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def training_step(model, batch: dict, optimizer, config: Config, device) -> tuple[torch.Tensor, torch.Tensor]:
+def training_step(model, batch: dict, optimizer, config: Config, device,
+                  state: TrainState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step of teacher forcing on a collated batch; `model` is a CaptionModel or
-    its DistributedDataParallel wrapper. Returns (loss, cross-entropy), detached, on `device`."""
+    its DistributedDataParallel wrapper. Returns (loss, cross-entropy), detached, on `device`.
+    A hard-attention model samples its locations (see `sample_locations`) and updates the
+    baseline kept in `state`."""
     inputs = batch["inputs"].to(device, non_blocking=True)
     captions = batch["captions"].to(device, non_blocking=True)
     lengths = batch["lengths"].to(device)
+    sample = sample_locations(config)
     with autocast(device, config.train.amp):
-        logits, alphas = model(inputs, captions, lengths, batch["image_index"].to(device),
-                               cached=config.data.cache_features, fused=config.train.fused_decoder)
-    loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
+        logits, alphas, locations = model(inputs, captions, lengths, batch["image_index"].to(device),
+                                          cached=config.data.cache_features, fused=config.train.fused_decoder,
+                                          sample=sample)
+    if sample:
+        state = state if state is not None else TrainState()
+        baseline = state.hard_baseline
+        loss, cross_entropy, log_likelihood = hard_attention_loss(
+            logits, captions, lengths, alphas, locations, baseline if baseline is not None else 0.0,
+            config.train.hard_reinforce_weight, config.train.hard_entropy_weight)
+        state.hard_baseline = _moving_average(baseline, log_likelihood.mean().item(), config.train.hard_baseline_decay)
+    else:
+        loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip_gradients([p for p in model.parameters() if p.requires_grad], config)
     optimizer.step()
     return loss.detach(), cross_entropy.detach()
+
+
+def sample_locations(config: Config) -> bool:
+    """Whether this batch samples hard attention's locations: with probability
+    train.hard_expected_context a hard model trains on the expected context instead, the paper's
+    way (§4.1) to lower the variance of its estimator. Drawn from torch's RNG, so a resumed run
+    makes the same draws."""
+    if config.model.attention_mode != "hard":
+        return False
+    return torch.rand(()).item() >= config.train.hard_expected_context
+
+
+def _moving_average(baseline: float | None, value: float, decay: float) -> float:
+    """b ← decay·b + (1 − decay)·value; the first value starts it, since any fixed start (the
+    paper gives none) would be far from log p(y|s,a) for the first hundreds of batches."""
+    return value if baseline is None else decay * baseline + (1 - decay) * value
 
 
 def train_one_epoch(model, loader, optimizer, config: Config, device, state: TrainState, save_last, stop: StopRequest,
@@ -187,7 +219,7 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, state: Tra
                     initial=state.batch_in_epoch, total=state.batch_in_epoch + len(loader), leave=False,
                     disable=not processes.main)
     for batch in progress:
-        loss, cross_entropy = training_step(model, batch, optimizer, config, device)
+        loss, cross_entropy = training_step(model, batch, optimizer, config, device, state)
         state.step += 1
         state.batch_in_epoch += 1
         batches += 1
@@ -207,10 +239,12 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, state: Tra
             break
     figures = processes.sum(torch.stack([total_loss, total_ce, torch.tensor(float(batches), device=device)]))
     total_loss, total_ce, all_batches = figures.tolist()
+    seconds = time.perf_counter() - started
     return {
         "train_loss": total_loss / max(all_batches, 1),
         "train_cross_entropy": total_ce / max(all_batches, 1),
-        "captions_per_s": captions_seen * processes.world_size / max(time.perf_counter() - started, 1e-9),
+        "captions_per_s": captions_seen * processes.world_size / max(seconds, 1e-9),
+        "train_seconds": seconds,
     }
 
 
@@ -408,4 +442,5 @@ def _restore(checkpoint: dict, model, optimizer, scheduler) -> TrainState:
         step=training["step"],
         best_score=training["best_score"],
         epochs_without_improvement=training["epochs_without_improvement"],
+        hard_baseline=training.get("hard_baseline"),
     )

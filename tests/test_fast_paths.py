@@ -35,7 +35,7 @@ def batch(seed=0):
 
 def outputs_and_gradients(decoder, fused):
     features, captions, lengths, image_index = batch()
-    logits, alphas = decoder(features, captions, lengths, image_index, fused=fused)
+    logits, alphas, _ = decoder(features, captions, lengths, image_index, fused=fused)
     # a loss that weighs every output differently, so any misplaced row or step shows
     weights = torch.linspace(0.1, 1.0, logits.numel(), dtype=logits.dtype).view_as(logits)
     loss = (logits * weights).sum() + (alphas ** 2).sum()
@@ -59,7 +59,7 @@ def test_fused_path_leaves_padding_zero():
     torch.manual_seed(0)
     decoder = Decoder(30, 24, VARIANTS[0]).double()
     features, captions, lengths, image_index = batch()
-    logits, alphas = decoder(features, captions, lengths, image_index, fused=True)
+    logits, alphas, _ = decoder(features, captions, lengths, image_index, fused=True)
     for row, length in enumerate(lengths.tolist()):
         assert logits[row, length - 1:].abs().sum() == 0 and alphas[row, length - 1:].abs().sum() == 0
         assert torch.allclose(alphas[row, : length - 1].sum(-1), torch.ones((), dtype=alphas.dtype))
@@ -85,9 +85,9 @@ def test_compiled_step_equals_plain_step():
     decoder = Decoder(30, 24, VARIANTS[0]).float()
     features, captions, lengths, image_index = batch()
     features = features.float()
-    plain_logits, plain_alphas = decoder(features, captions, lengths, image_index, fused=False)
+    plain_logits, plain_alphas, _ = decoder(features, captions, lengths, image_index, fused=False)
     decoder.compile_step()
-    logits, alphas = decoder(features, captions, lengths, image_index, fused=True)
+    logits, alphas, _ = decoder(features, captions, lengths, image_index, fused=True)
     torch.testing.assert_close(logits, plain_logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(alphas, plain_alphas, rtol=1e-5, atol=1e-5)
     logits.sum().backward()  # the compiled step also differentiates

@@ -58,7 +58,7 @@ def test_teacher_forcing_shapes_and_equivalence_with_stepwise_decoding(gate, dee
     decoder = Decoder(V, D, small_config(gate=gate, deep_output=deep_output, feature_norm=feature_norm)).eval()
     features = torch.randn(B, P, D)
     captions, lengths = random_captions([5, 7, 3])
-    logits, alphas = decoder(features, captions, lengths)
+    logits, alphas, _ = decoder(features, captions, lengths)
     assert logits.shape == (B, 6, V) and alphas.shape == (B, 6, P)
     # The shrinking-batch loop must equal a plain full-batch loop over every step.
     features, keys, state = decoder.begin(features)
@@ -75,12 +75,12 @@ def test_loss_ignores_padding():
     decoder = Decoder(V, D, small_config())
     features = torch.randn(B, P, D)
     captions, lengths = random_captions([5, 7, 3])
-    logits, alphas = decoder(features, captions, lengths)
+    logits, alphas, _ = decoder(features, captions, lengths)
     loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, 1.0)
     scribbled = captions.clone()
     for row, length in enumerate(lengths.tolist()):
         scribbled[row, length:] = torch.randint(0, V, (captions.shape[1] - length,))
-    logits2, alphas2 = decoder(features, scribbled, lengths)
+    logits2, alphas2, _ = decoder(features, scribbled, lengths)
     loss2, cross_entropy2 = caption_loss(logits2, scribbled, lengths, alphas2, 1.0)
     assert loss.item() == pytest.approx(loss2.item(), abs=0)
     assert cross_entropy.item() == pytest.approx(cross_entropy2.item(), abs=0)
@@ -101,7 +101,7 @@ def test_caption_model_logits_shape():
     config = small_config(encoder=EncoderConfig(weights="none", image_size=64, grid=2))
     model = CaptionModel(config, V)
     captions, lengths = random_captions([4, 6])
-    logits, alphas = model(torch.randn(2, 3, 64, 64), captions, lengths)
+    logits, alphas, _ = model(torch.randn(2, 3, 64, 64), captions, lengths)
     assert logits.shape == (2, 5, V) and alphas.shape == (2, 5, 4)
 
 

@@ -40,7 +40,7 @@ def test_tiny_model_overfits_one_batch_and_decodes_it(shapes_data, tmp_path):
     optimizer = torch.optim.Adam(model.decoder.parameters(), lr=1e-2)
     for _ in range(150):
         grid = batch["inputs"].float()[batch["image_index"]]
-        logits, alphas = model.decoder(grid, batch["captions"], batch["lengths"])
+        logits, alphas, _ = model.decoder(grid, batch["captions"], batch["lengths"])
         loss, cross_entropy = caption_loss(logits, batch["captions"], batch["lengths"], alphas, 0.0)
         optimizer.zero_grad()
         loss.backward()
