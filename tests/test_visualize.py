@@ -7,9 +7,16 @@ from PIL import Image
 
 from captioner.visualize import (
     GAP,
+    PAPER_FLOOR,
+    add_legend,
     attention_heatmap,
+    bright_share,
+    bright_share_text,
+    grid_legend,
+    legend,
     overlay,
     overlay_grid,
+    overlay_with_legend,
     save_overlays,
 )
 
@@ -91,9 +98,9 @@ def test_heatmap_rejects_a_grid_that_is_not_2d():
 
 # --- overlay -----------------------------------------------------------------------------------
 
-def test_overlay_changes_the_image_mostly_where_attention_is_high():
+def test_heatmap_overlay_changes_the_image_mostly_where_attention_is_high():
     image = textured_image()
-    result = overlay(image, one_hot(2, 1))
+    result = overlay(image, one_hot(2, 1), style="heatmap")
     assert result.mode == "RGB"
     assert result.size == image.size
     difference = np.abs(pixels(result) - pixels(image)).mean(axis=-1)
@@ -105,13 +112,72 @@ def test_overlay_changes_the_image_mostly_where_attention_is_high():
     assert 0 < far.mean() < 0.75 * difference[hot].mean()
 
 
-def test_overlay_opacity_zero_only_dims_unattended_pixels():
+def test_heatmap_overlay_opacity_zero_only_dims_unattended_pixels():
     image = textured_image()
-    result = overlay(image, one_hot(0, 0), opacity=0.0)
+    result = overlay(image, one_hot(0, 0), opacity=0.0, style="heatmap")
     rows, columns = cell_region(3, 6)
     assert (pixels(result)[rows, columns] <= pixels(image)[rows, columns]).all()
     with pytest.raises(ValueError, match="opacity"):
         overlay(image, one_hot(0, 0), opacity=1.5)
+
+
+def test_paper_overlay_is_near_black_where_unattended_and_the_image_where_attended():
+    image = textured_image()
+    result = pixels(overlay(image, one_hot(2, 1)))  # the default style is the paper's
+    original = pixels(image)
+    # Far from the attended cell, only PAPER_FLOOR of the brightness is left: near black.
+    far = (slice(0, HEIGHT // 4), slice(WIDTH // 2, None))
+    assert (result[far] <= np.ceil(PAPER_FLOOR * original[far]) + 1).all()
+    assert result[far].mean() < 0.15 * 255
+    # At the attended cell's centre the image shows as it is.
+    rows, columns = cell_region(2, 1)
+    centre = (slice(rows.start + 5, rows.stop - 5), slice(columns.start + 5, columns.stop - 5))
+    assert np.abs(result[centre] - original[centre]).mean() < 0.2 * original[centre].mean()
+    # Brightness falls off smoothly, not in blocks.
+    assert len(np.unique(result[..., 0])) > 50
+
+
+def test_styles_differ_and_an_unknown_style_is_refused():
+    image = textured_image()
+    assert overlay(image, one_hot(1, 1), style="paper").tobytes() != overlay(image, one_hot(1, 1),
+                                                                            style="heatmap").tobytes()
+    with pytest.raises(ValueError, match="style"):
+        overlay(image, one_hot(1, 1), style="xray")
+
+
+def test_bright_share_is_the_attention_in_cells_at_or_above_half_the_maximum():
+    assert bright_share(one_hot(1, 1)) == pytest.approx(1.0)
+    assert bright_share(torch.full((GRID_H, GRID_W), 1 / (GRID_H * GRID_W))) == pytest.approx(1.0)
+    grid = torch.zeros(GRID_H, GRID_W)
+    grid[0, 0], grid[0, 1], grid[3, 6] = 0.5, 0.3, 0.2  # 0.3 >= 0.25 is bright, 0.2 is not
+    assert bright_share(grid) == pytest.approx(0.8)
+    assert bright_share(grid.numpy()) == pytest.approx(0.8)
+    assert bright_share(torch.zeros(GRID_H, GRID_W)) == 0.0
+    text = bright_share_text(grid, "star")
+    assert text.startswith('80% of the attention for "star" falls in the bright region') and "half the maximum" in text
+
+
+@pytest.mark.parametrize("style", ["paper", "heatmap"])
+def test_legend_runs_from_dark_to_bright(style):
+    band = legend(style, 0.42, 300)
+    assert band.width == 300 and band.mode == "RGB"
+    # The bar's row: darkest towards the left (0), brightest towards the right (the maximum).
+    row = pixels(band)[GAP + 3].sum(axis=-1)
+    inside = np.flatnonzero(row < 3 * 250)
+    bar = row[inside[0] + 2 : inside[-1] - 60]
+    assert bar[: len(bar) // 4].mean() < bar[-len(bar) // 4 :].mean()
+
+
+def test_overlay_with_legend_keeps_the_overlay_on_top_and_adds_a_band():
+    image = textured_image()
+    drawn = overlay(image, one_hot(2, 3))
+    with_legend = overlay_with_legend(image, one_hot(2, 3), word="star")
+    assert with_legend.width == WIDTH and with_legend.height > HEIGHT + 20
+    assert pixels(with_legend)[:HEIGHT].tolist() == pixels(drawn).tolist()
+    assert add_legend(drawn, one_hot(2, 3), word="star").tobytes() == with_legend.tobytes()
+    # The band holds dark text on white.
+    band = pixels(with_legend)[HEIGHT:]
+    assert (band == 255).mean() > 0.5 and (band < 100).any()
 
 
 def palette_image() -> Image.Image:
@@ -131,11 +197,16 @@ def palette_image() -> Image.Image:
 )
 def test_overlay_accepts_any_pixel_mode(make):
     image = make()
-    result = overlay(image, one_hot(1, 1))
-    assert result.mode == "RGB"
-    assert result.size == (WIDTH, HEIGHT)
+    for style in ("heatmap", "paper"):
+        result = overlay(image, one_hot(1, 1), style=style)
+        assert result.mode == "RGB"
+        assert result.size == (WIDTH, HEIGHT)
+    # The heatmap paints the attended cell; the paper view darkens everything else.
     rows, columns = cell_region(1, 1)
-    assert np.abs(pixels(result)[rows, columns] - pixels(image.convert("RGB"))[rows, columns]).mean() > 10
+    heat = overlay(image, one_hot(1, 1), style="heatmap")
+    assert np.abs(pixels(heat)[rows, columns] - pixels(image.convert("RGB"))[rows, columns]).mean() > 10
+    far = (slice(HEIGHT // 2, None), slice(WIDTH // 2, None))
+    assert np.abs(pixels(result)[far] - pixels(image.convert("RGB"))[far]).mean() > 10
 
 
 def test_overlay_takes_bfloat16_tensors():
@@ -167,7 +238,10 @@ def test_grid_lays_out_one_tile_per_word_plus_the_image(columns):
     tile_w, tile_h = tile, round(HEIGHT * tile / WIDTH)  # long side (width) scaled to `tile`
     assert grid.mode == "RGB"
     assert grid.width == used * tile_w + (used - 1) * GAP
-    cell_h, remainder = divmod(grid.height - (rows - 1) * GAP, rows)
+    # Under the tiles, one GAP then the legend saying how to read them.
+    footer = grid_legend("paper", grid.width, font_size=max(10, round(tile * 0.06)))
+    assert pixels(grid)[grid.height - footer.height :].tolist() == pixels(footer).tolist()
+    cell_h, remainder = divmod(grid.height - footer.height - GAP - (rows - 1) * GAP, rows)
     assert remainder == 0
     assert cell_h > tile_h  # room for the word under each tile
 
@@ -200,7 +274,7 @@ def test_grid_puts_each_words_attention_on_its_own_tile():
     maps[0, :, 0] = 1.0  # first word looks at the left edge
     maps[1, :, -1] = 1.0  # second word at the right edge
     image = Image.new("RGB", (WIDTH, HEIGHT), (128, 128, 128))
-    grid = pixels(overlay_grid(image, words, maps, columns=3, tile=WIDTH))
+    grid = pixels(overlay_grid(image, words, maps, columns=3, tile=WIDTH, style="heatmap"))
     plain = grid[:HEIGHT, :WIDTH]
     first = grid[:HEIGHT, WIDTH + GAP : 2 * WIDTH + GAP]
     second = grid[:HEIGHT, 2 * (WIDTH + GAP) : 3 * WIDTH + 2 * GAP]
@@ -211,6 +285,13 @@ def test_grid_puts_each_words_attention_on_its_own_tile():
 
     assert change(first, slice(0, edge)) > change(first, slice(-edge, None))
     assert change(second, slice(-edge, None)) > change(second, slice(0, edge))
+
+    # In the paper view, the attended side is the bright one.
+    paper = pixels(overlay_grid(image, words, maps, columns=3, tile=WIDTH))
+    first = paper[:HEIGHT, WIDTH + GAP : 2 * WIDTH + GAP]
+    second = paper[:HEIGHT, 2 * (WIDTH + GAP) : 3 * WIDTH + 2 * GAP]
+    assert first[:, :edge].mean() > 2 * first[:, -edge:].mean()
+    assert second[:, -edge:].mean() > 2 * second[:, :edge].mean()
 
 
 def test_grid_rejects_mismatched_lengths_naming_both():
@@ -264,3 +345,13 @@ def test_save_overlays_failure_leaves_nothing_behind(tmp_path):
     with pytest.raises(ValueError, match="suffix"):
         save_overlays(textured_image(), ["a"], caption_attention(1), tmp_path / "grid.unknown")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_save_overlays_draws_the_style_it_is_given(tmp_path):
+    words, maps = ["a", "red"], caption_attention(2)
+    for style in ("paper", "heatmap"):
+        path = save_overlays(textured_image(), words, maps, tmp_path / f"{style}.png", style=style)
+        with Image.open(path) as saved:
+            assert saved.convert("RGB").tobytes() == overlay_grid(textured_image(), words, maps,
+                                                                  style=style).tobytes()
+    assert (tmp_path / "paper.png").read_bytes() != (tmp_path / "heatmap.png").read_bytes()
