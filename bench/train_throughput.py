@@ -10,8 +10,10 @@ Synthetic COCO-shaped data (see bench/workloads.py): 256 px images through a fro
 
 Paths, timed on the same data sizes: `tutorial reference` (bench/tutorial_reference.py: one
 caption per item, so one encoder pass per caption; the per-step, shrinking-batch fp32 loop),
-`ours plain (fused_decoder=false)`, `ours fused`, and `ours fused+compile` (torch.compile of
-the recurrent step; on by default on CUDA, `--compile` elsewhere). Ours takes
+`ours plain (fused_decoder=false)`, `ours fused`, `ours fused+compile` (torch.compile of
+the recurrent step; on by default on CUDA, `--compile` elsewhere), and `ours fused, hard
+attention (sampled)` (model.attention_mode=hard, a location sampled at every step), and `ours
+SCST` (self-critical training: 5 sampled captions per image; captions/s counts the samples). Ours takes
 `captions_per_image` = 5 captions per image sharing one encoder pass, as training does, so a
 batch of N captions holds N/5 images; compare captions/s. Ours runs in bf16 autocast on CUDA
 (`train.amp`, the recipe's setting; `--no-amp` for fp32), fp32 on CPU. Inputs are on the
@@ -46,11 +48,18 @@ import workloads
 from captioner.config import load_config
 from captioner.device import keep_freed_memory, resolve_device
 from captioner.model import CaptionModel
-from captioner.training import build_optimizer, training_step
+from captioner.training import SelfCritical, build_optimizer, training_step
 
 DECODER_ONLY, ENCODER_IN_LOOP = "decoder-only (cached features)", "encoder in the loop"
 TUTORIAL, PLAIN, FUSED, COMPILED = ("tutorial reference", "ours plain (fused_decoder=false)", "ours fused",
                                     "ours fused+compile")
+# hard attention (model.attention_mode=hard) with a location sampled at every step of every batch:
+# the cost of its sampled batches (training samples in half of them, hard_expected_context=0.5)
+HARD = "ours fused, hard attention (sampled)"
+# self-critical training (train.objective=scst, configs/coco_resnet101_scst.yaml's sampling): 5
+# captions of at most 16 words sampled per image; captions/s counts sampled captions. The
+# reward's own cost at COCO scale is bench/reward_speed.py's.
+SCST = "ours SCST (5 samples, <= 16 words, CIDEr-D)"
 COMPILE_WARMUP = 5
 COCO_RECIPE = Path(__file__).resolve().parent.parent / "configs" / "coco_resnet101.yaml"
 TARGETS = {  # issue 7, on one H100 80GB
@@ -97,6 +106,8 @@ def our_step(sizes: workloads.Sizes, mode: str, path: str, images: int, device: 
         f"data.cache_features={str(cached).lower()}", f"train.fused_decoder={str(path != PLAIN).lower()}",
         f"train.compile={str(path == COMPILED).lower()}", f"train.amp={str(amp).lower()}",
         f"train.batch_size={images}",
+        *(["model.attention_mode=hard", "train.hard_expected_context=0.0"] if path == HARD else []),
+        *(["train.objective=scst"] if path == SCST else []),
     ])
     model = CaptionModel(config.model, sizes.vocab_size).to(device).train()
     if config.train.compile:
@@ -107,8 +118,17 @@ def our_step(sizes: workloads.Sizes, mode: str, path: str, images: int, device: 
     else:
         inputs = workloads.random_images(images, sizes, device, generator)
     prepared = [_to_device(workloads.our_batch(inputs, sizes.vocab_size, generator), device) for _ in range(batches)]
+    self_critical = _self_critical(prepared[0], sizes, config) if path == SCST else None
     cycle = itertools.cycle(prepared)
-    return lambda: training_step(model, next(cycle), optimizer, config, device)
+    return lambda: training_step(model, next(cycle), optimizer, config, device, None, self_critical)
+
+
+def _self_critical(batch: dict, sizes: workloads.Sizes, config) -> SelfCritical:
+    """The SCST reward with each image's references taken from the batch's captions."""
+    captions = [row[:length].tolist() for row, length in zip(batch["captions"].cpu(), batch["lengths"].cpu())]
+    image_index = batch["image_index"].tolist()
+    references = [[c for c, i in zip(captions, image_index) if i == image] for image in range(len(batch["inputs"]))]
+    return SelfCritical.from_references(references, workloads.vocabulary(sizes), config)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -202,7 +222,7 @@ def coco_recipe_memory(device: torch.device, steps: int, overrides: list[str] = 
 
 def plan(args, device: torch.device) -> list[tuple[str, str, int]]:
     """(path, mode, captions per step) of every row, tutorial first within each group."""
-    paths = [TUTORIAL, PLAIN, FUSED] + ([COMPILED] if args.compile else [])
+    paths = [TUTORIAL, PLAIN, FUSED] + ([COMPILED] if args.compile else []) + [HARD, SCST]
     return [(path, mode, batch) for mode in args.modes for batch in args.batch_sizes for path in paths]
 
 
@@ -273,7 +293,7 @@ def best_by_mode(rows: list[dict]) -> dict:
     for mode in {r["mode"] for r in rows}:
         tutorial_best = max((r["captions_per_s"] for r in rows if r["mode"] == mode and r["path"] == TUTORIAL),
                             default=math.nan)
-        ours = [r for r in rows if r["mode"] == mode and r["path"] != TUTORIAL]
+        ours = [r for r in rows if r["mode"] == mode and r["path"] not in (TUTORIAL, HARD, SCST)]  # same training
         top = max(ours, key=lambda r: r["captions_per_s"]) if ours else None
         best[mode] = {"tutorial_reference": tutorial_best,
                       "ours": top and top["captions_per_s"],

@@ -81,6 +81,14 @@ class TrainConfig:
     hard_entropy_weight: float = 0.002  # λ_e on ∇H[s], the attention's entropy
     hard_baseline_decay: float = 0.9  # b ← decay·b + (1 − decay)·log p(y|s,a), per batch
     hard_expected_context: float = 0.5  # share of batches trained on the expected context instead
+    # cross_entropy: teacher forcing. scst: self-critical sequence training (Rennie et al., 2017),
+    # a second stage started from a cross-entropy checkpoint (train.py --init): K captions sampled
+    # per image, rewarded by CIDEr-D against the image's references (captioner/scst.py)
+    objective: str = "cross_entropy"
+    scst_samples: int = 5  # K samples per image
+    scst_max_len: int = 16  # words per sample; one still running then is cut there
+    scst_temperature: float = 1.0
+    scst_baseline: str = "mean"  # mean of the image's other K − 1 rewards | greedy: its greedy caption's
     grad_clip: float = 5.0  # 0 disables clipping
     clip_mode: str = "norm"  # norm | value
     val_metric: str = "CIDEr"  # Bleu_1..4, ROUGE_L or CIDEr of the validation captions

@@ -2,9 +2,11 @@
 
 One batched beam search serves every caller; greedy decoding is beam search with K = 1.
 All B·K hypotheses advance in one decoder step, so a batch costs about as much per step as
-one image does on a GPU, and far less than B separate loops on a CPU.
+one image does on a GPU, and far less than B separate loops on a CPU. `sample` draws K captions
+per image the same batched way, keeping gradients, for self-critical training (captioner.scst).
 
-Letters: B batch, K beam, P grid cells, D feature dim, V vocabulary size, L decoded length.
+Letters: B batch, K beam (or samples per image), P grid cells, D feature dim, V vocabulary size,
+L decoded length.
 """
 
 from __future__ import annotations
@@ -241,3 +243,64 @@ def greedy_decode(
     """The most probable word at every step, for a whole batch: features (B, P, D) → B captions."""
     options = DecodingOptions(beam_size=1, max_len=max_len, min_len=0)
     return [hypotheses[0] for hypotheses in beam_search(decoder, features, start_id, end_id, options, banned_ids)]
+
+
+@dataclass
+class SampledCaptions:
+    """K sampled captions per image, row b·K + k for sample k of image b; L ≤ max_len + 1.
+
+    tokens (B·K, L): the words, then `<end>`, then `pad_id`; log_probs (B·K, L): log p of each
+    sampled token under the sampling distribution, with its autograd graph, 0 where `mask` is
+    False; mask (B·K, L): the words and the `<end>`; entropy (B·K, L): that distribution's
+    entropy at each masked step (detached, for monitoring), 0 elsewhere; finished (B·K,): whether
+    the sample emitted `<end>`."""
+
+    tokens: torch.Tensor
+    log_probs: torch.Tensor
+    mask: torch.Tensor
+    entropy: torch.Tensor
+    finished: torch.Tensor
+
+
+def sample(
+    decoder: Decoder, features: torch.Tensor, start_id: int, end_id: int, K: int, max_len: int,
+    temperature: float = 1.0, banned_ids: Sequence[int] = (), pad_id: int = 0,
+    generator: torch.Generator | None = None,
+) -> SampledCaptions:
+    """Draw K captions per image from the decoder, all B·K in one batched pass: features (B, P, D).
+
+    Each step draws from softmax(logits / temperature) over the words allowed: `<start>` and
+    `banned_ids` (a vocabulary's `<pad>`) are never drawn, as in `beam_search`. `<end>` ends a
+    sample. A sample gets at most `max_len` words: a step after its `max_len`-th word can only
+    end it, so a token other than `<end>` drawn there is dropped and the sample is unfinished.
+    Unlike `beam_search` this keeps the autograd graph (it serves self-critical training), and
+    it leaves the decoder's train/eval mode, hence its dropout, as the caller set it. Finished
+    rows stay in the batch until every row is done (their later steps are masked out), which keeps
+    every step's tensors (B·K, ...) and the graph simple; the loop stops once all rows ended.
+    """
+    if K < 1 or max_len < 0 or not temperature > 0:
+        raise ValueError(f"need K >= 1, max_len >= 0 and temperature > 0, got {K}, {max_len}, {temperature}")
+    features, keys, state = decoder.begin(features)
+    features, keys = features.repeat_interleave(K, 0), keys.repeat_interleave(K, 0)
+    state = tuple(part.repeat_interleave(K, 0) for part in state)
+    rows = features.shape[0]
+    tokens = torch.full((rows,), start_id, dtype=torch.long, device=features.device)
+    running = torch.ones(rows, dtype=torch.bool, device=features.device)
+    never = torch.tensor(sorted({start_id, *banned_ids}), device=features.device)
+    steps = []  # per step: (token, log p, mask, entropy), each (B·K,)
+    for t in range(max_len + 1):
+        logits, state, _ = decoder.step(tokens, state, keys, features)
+        log_p = (logits.float() / temperature).index_fill(1, never, float("-inf")).log_softmax(dim=-1)  # (B·K, V)
+        probs = log_p.detach().exp()
+        word = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B·K,)
+        real = running & (word == end_id) if t == max_len else running
+        entropy = torch.special.entr(probs).sum(dim=-1)  # (B·K,) 0·log 0 counted as 0
+        chosen = log_p.gather(1, word[:, None]).squeeze(1)  # (B·K,) with gradients
+        steps.append((torch.where(real, word, pad_id), torch.where(real, chosen, 0.0), real,
+                      torch.where(real, entropy, 0.0)))
+        running = running & (word != end_id)
+        tokens = word
+        if not bool(running.any()):
+            break
+    words, log_probs, mask, entropy = (torch.stack(column, dim=1) for column in zip(*steps))
+    return SampledCaptions(words, log_probs, mask, entropy, (words == end_id).any(dim=1))

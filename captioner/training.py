@@ -36,7 +36,9 @@ from captioner.device import autocast, keep_freed_memory
 from captioner.distributed import Processes, start_processes
 from captioner.evaluation import decode_records, score_captions
 from captioner.inference import Captioner
+from captioner.cider import CiderD
 from captioner.model import CaptionModel, caption_loss, hard_attention_loss
+from captioner.scst import ScstOptions, scst_step
 from captioner.report import report_after_fit
 from captioner.vocab import Vocabulary, tokenize
 
@@ -159,13 +161,30 @@ class StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def training_step(model, batch: dict, optimizer, config: Config, device,
-                  state: TrainState | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step of teacher forcing on a collated batch; `model` is a CaptionModel or
-    its DistributedDataParallel wrapper. Returns (loss, cross-entropy), detached, on `device`.
-    A hard-attention model samples its locations (see `sample_locations`) and updates the
-    baseline kept in `state`."""
+def training_step(model, batch: dict, optimizer, config: Config, device, state: TrainState | None = None,
+                  self_critical: SelfCritical | None = None) -> dict[str, torch.Tensor | float]:
+    """One optimizer step on a collated batch; `model` is a CaptionModel or its
+    DistributedDataParallel wrapper. Teacher forcing (a hard-attention model samples its
+    locations, see `sample_locations`, and updates the baseline kept in `state`), or with
+    train.objective=scst a self-critical step (`self_critical`). Returns the step's figures,
+    detached: loss and cross_entropy, or loss and the SCST statistics (captioner.scst)."""
     inputs = batch["inputs"].to(device, non_blocking=True)
+    if config.train.objective == "scst":
+        with autocast(device, config.train.amp):
+            features = inputs.float() if config.data.cache_features else model.encoder(inputs)
+            loss, figures = scst_step(model, features, batch["indices"], self_critical.reward,
+                                      self_critical.options, self_critical.vocab)
+    else:
+        loss, figures = _teacher_forcing_loss(model, batch, inputs, config, device, state)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    clip_gradients([p for p in model.parameters() if p.requires_grad], config)
+    optimizer.step()
+    return {"loss": loss.detach(), **figures}
+
+
+def _teacher_forcing_loss(model, batch: dict, inputs, config: Config, device, state: TrainState | None):
+    """(loss, {"cross_entropy"}) of teacher forcing, with hard attention's rule when it samples."""
     captions = batch["captions"].to(device, non_blocking=True)
     lengths = batch["lengths"].to(device)
     sample = sample_locations(config)
@@ -173,20 +192,42 @@ def training_step(model, batch: dict, optimizer, config: Config, device,
         logits, alphas, locations = model(inputs, captions, lengths, batch["image_index"].to(device),
                                           cached=config.data.cache_features, fused=config.train.fused_decoder,
                                           sample=sample)
-    if sample:
-        state = state if state is not None else TrainState()
-        baseline = state.hard_baseline
-        loss, cross_entropy, log_likelihood = hard_attention_loss(
-            logits, captions, lengths, alphas, locations, baseline if baseline is not None else 0.0,
-            config.train.hard_reinforce_weight, config.train.hard_entropy_weight)
-        state.hard_baseline = _moving_average(baseline, log_likelihood.mean().item(), config.train.hard_baseline_decay)
-    else:
+    if not sample:
         loss, cross_entropy = caption_loss(logits, captions, lengths, alphas, config.train.attention_penalty)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    clip_gradients([p for p in model.parameters() if p.requires_grad], config)
-    optimizer.step()
-    return loss.detach(), cross_entropy.detach()
+        return loss, {"cross_entropy": cross_entropy.detach()}
+    state = state if state is not None else TrainState()
+    baseline = state.hard_baseline
+    loss, cross_entropy, log_likelihood = hard_attention_loss(
+        logits, captions, lengths, alphas, locations, baseline if baseline is not None else 0.0,
+        config.train.hard_reinforce_weight, config.train.hard_entropy_weight)
+    state.hard_baseline = _moving_average(baseline, log_likelihood.mean().item(), config.train.hard_baseline_decay)
+    return loss, {"cross_entropy": cross_entropy}
+
+
+@dataclass(frozen=True)
+class SelfCritical:
+    """What a self-critical step needs besides its batch: the CIDEr-D reward against each
+    training image's references, in the training records' order (a batch's `indices`), the
+    vocabulary, and the sampling options."""
+
+    reward: CiderD
+    vocab: Vocabulary
+    options: ScstOptions
+
+    @classmethod
+    def build(cls, records: Sequence[ImageRecord], vocab: Vocabulary, config: Config) -> SelfCritical:
+        """Document frequencies come from all the training references, once (Rennie et al.)."""
+        references = [[vocab.encode(c, config.data.max_caption_words) for c in r.captions]
+                      for r in tqdm(records, desc="CIDEr-D references", unit="image", leave=False)]
+        return cls.from_references(references, vocab, config)
+
+    @classmethod
+    def from_references(cls, references: Sequence[Sequence[Sequence[int]]], vocab: Vocabulary,
+                        config: Config) -> SelfCritical:
+        """`references[i]`: the token-id references of training image i."""
+        options = ScstOptions(samples=config.train.scst_samples, max_len=config.train.scst_max_len,
+                              temperature=config.train.scst_temperature, baseline=config.train.scst_baseline)
+        return cls(CiderD.from_vocab(references, vocab), vocab, options)
 
 
 def sample_locations(config: Config) -> bool:
@@ -206,30 +247,33 @@ def _moving_average(baseline: float | None, value: float, decay: float) -> float
 
 
 def train_one_epoch(model, loader, optimizer, config: Config, device, state: TrainState, save_last, stop: StopRequest,
-                    processes: Processes = Processes()):
-    """One pass of teacher forcing over `loader`; returns mean loss figures of the epoch
-    (over all processes)."""
+                    processes: Processes = Processes(), self_critical: SelfCritical | None = None):
+    """One pass over `loader`; returns the epoch's mean figures (over all processes), each
+    `train_<figure>` of `training_step`, with captions/s (sampled captions under SCST) and the
+    seconds it took."""
     model.train()
     # running sums stay on the device: one host sync per progress update, not per step
-    total_loss = torch.zeros((), device=device)
-    total_ce = torch.zeros((), device=device)
+    totals: dict[str, torch.Tensor] = {}
     batches = captions_seen = 0
+    # the bar shows what the objective moves: hard attention's loss is a surrogate, not a likelihood
+    shown = "reward" if self_critical else "cross_entropy"
     started = time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.train.epochs}", unit="batch",
                     initial=state.batch_in_epoch, total=state.batch_in_epoch + len(loader), leave=False,
                     disable=not processes.main)
     for batch in progress:
-        loss, cross_entropy = training_step(model, batch, optimizer, config, device, state)
+        figures = training_step(model, batch, optimizer, config, device, state, self_critical)
         state.step += 1
         state.batch_in_epoch += 1
         batches += 1
-        captions_seen += len(batch["captions"])
-        total_loss += loss
-        total_ce += cross_entropy
+        captions_seen += len(batch["inputs"]) * self_critical.options.samples if self_critical \
+            else len(batch["captions"])
+        for key, value in figures.items():
+            totals[key] = totals.get(key, torch.zeros((), device=device)) + value
         if batches % 20 == 0:
             elapsed = time.perf_counter() - started
-            progress.set_postfix(loss=f"{total_loss.item() / batches:.3f}",
-                                 captions_per_s=f"{captions_seen * processes.world_size / elapsed:.0f}")
+            progress.set_postfix({shown: f"{totals[shown].item() / batches:.3f}",
+                                  "captions_per_s": f"{captions_seen * processes.world_size / elapsed:.0f}"})
         if config.train.checkpoint_every and state.step % config.train.checkpoint_every == 0:
             save_last()
         # processes must agree to stop at the same step, or the others would wait forever;
@@ -237,12 +281,12 @@ def train_one_epoch(model, loader, optimizer, config: Config, device, state: Tra
         if (not processes.distributed or batches % 20 == 0) and processes.any(stop.requested, device):
             stop.requested = True
             break
-    figures = processes.sum(torch.stack([total_loss, total_ce, torch.tensor(float(batches), device=device)]))
-    total_loss, total_ce, all_batches = figures.tolist()
+    keys = sorted(totals)
+    summed = processes.sum(torch.stack([*(totals[k] for k in keys), torch.tensor(float(batches), device=device)]))
+    *sums, all_batches = summed.tolist()
     seconds = time.perf_counter() - started
     return {
-        "train_loss": total_loss / max(all_batches, 1),
-        "train_cross_entropy": total_ce / max(all_batches, 1),
+        **{f"train_{key}": value / max(all_batches, 1) for key, value in zip(keys, sums)},
         "captions_per_s": captions_seen * processes.world_size / max(seconds, 1e-9),
         "train_seconds": seconds,
     }
@@ -298,6 +342,8 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device, ini
             processes.barrier()
     dataset, sampler, loader = _training_loader(config, model, vocab, train_records, train_features, processes,
                                                 device)
+    self_critical = _self_critical(config, train_records, vocab, processes, resumed=checkpoint is not None,
+                                   initialised=init_checkpoint is not None)
 
     if config.train.compile:
         if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
@@ -326,7 +372,8 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device, ini
         while state.epoch < config.train.epochs and not stop.requested:
             dataset.set_epoch(state.epoch)
             sampler.set_epoch(state.epoch, state.batch_in_epoch)
-            figures = train_one_epoch(trained, loader, optimizer, config, device, state, save_last, stop, processes)
+            figures = train_one_epoch(trained, loader, optimizer, config, device, state, save_last, stop, processes,
+                                      self_critical)
             if stop.requested:
                 save_last()
                 break
@@ -361,6 +408,24 @@ def _fit(config: Config, resume, processes: Processes, device: torch.device, ini
     if config.train.report and not stop.requested and processes.main:  # Ctrl-C: "stop now", not "draw plots"
         report_after_fit(run_dir, device)
     return run_dir
+
+
+def _self_critical(config: Config, records, vocab: Vocabulary, processes: Processes, resumed: bool,
+                   initialised: bool) -> SelfCritical | None:
+    """What train.objective=scst needs (None for cross-entropy), after checking it can run."""
+    objective = config.train.objective
+    if objective == "cross_entropy":
+        return None
+    if objective != "scst":
+        raise ConfigError(f"train.objective must be cross_entropy or scst, got {objective!r}")
+    if not (resumed or initialised):
+        raise ConfigError("train.objective=scst is a second stage: start it from a cross-entropy checkpoint "
+                          "with --init CKPT (or continue an SCST run with --resume)")
+    if processes.distributed:
+        # scst_step samples through model.decoder, outside DistributedDataParallel's forward, so
+        # DDP would not average the gradients
+        raise ConfigError("train.objective=scst runs in one process for now: start it without torchrun")
+    return SelfCritical.build(records, vocab, config)
 
 
 def _init_checkpoint(init, resume) -> dict | None:

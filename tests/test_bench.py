@@ -41,7 +41,8 @@ def positive(value) -> bool:
 def test_train_throughput_quick(tmp_path):
     report = run_quick("train_throughput.py", tmp_path)
     rows = report["rows"]
-    paths = {"tutorial reference", "ours plain (fused_decoder=false)", "ours fused"}
+    paths = {"tutorial reference", "ours plain (fused_decoder=false)", "ours fused", "ours fused, hard attention (sampled)",
+             "ours SCST (5 samples, <= 16 words, CIDEr-D)"}
     for mode in ("decoder-only (cached features)", "encoder in the loop"):
         assert {r["path"] for r in rows if r["mode"] == mode} == paths
     for row in rows:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from captioner.config import EncoderConfig, ModelConfig
-from captioner.decoding import DecodingOptions, beam_search, greedy_decode
+from captioner.decoding import DecodingOptions, beam_search, greedy_decode, sample
 from captioner.model import Decoder
 
 START, END, A, B, C = 1, 2, 4, 5, 6
@@ -248,3 +248,106 @@ def test_pad_and_start_are_never_emitted():
             assert PAD not in h.tokens and START not in h.tokens
             assert h.attention.shape == (len(h.tokens), P)
         assert hypotheses[0].tokens == [A, B] and hypotheses[0].finished  # the best real-word caption
+
+
+# ------------------------------------------------------------------ sampling (self-critical training)
+
+def sample_outcomes(table, max_len):
+    """Every outcome of sampling with at most max_len words, by enumeration: (words, finished) → p.
+    A sample still running after max_len words is unfinished, whatever its next token would be."""
+    probs = BigramDecoder(table).log_table.exp()
+    outcomes = {}
+
+    def walk(words, previous, p):
+        p_end = float(probs[previous, END])
+        outcomes[(tuple(words), True)] = p * p_end
+        if len(words) == max_len:
+            outcomes[(tuple(words), False)] = p * (1 - p_end)
+            return
+        for word in range(3, V):
+            if float(probs[previous, word]) > 1e-6:
+                walk([*words, word], word, p * float(probs[previous, word]))
+
+    walk([], START, 1.0)
+    return outcomes
+
+
+def sampled_words(samples):
+    """(words, finished) of each row: the masked tokens without the <end>."""
+    return [(tuple(t for t, m in zip(row, keep) if m and t != END), bool(done))
+            for row, keep, done in zip(samples.tokens.tolist(), samples.mask.tolist(), samples.finished.tolist())]
+
+
+def test_sampled_frequencies_match_the_exact_probabilities():
+    table = {START: {A: 0.5, B: 0.3, END: 0.2}, A: {A: 0.2, B: 0.4, END: 0.4},
+             B: {END: 0.7, C: 0.3}, C: {A: 0.5, END: 0.5}}
+    exact = sample_outcomes(table, max_len=2)
+    assert sum(exact.values()) == pytest.approx(1.0, abs=1e-5)
+    images, K = 4, 5000
+    generator = torch.Generator().manual_seed(0)
+    samples = sample(BigramDecoder(table), torch.zeros(images, P, 3), START, END, K=K, max_len=2, generator=generator)
+    counts = {}
+    for outcome in sampled_words(samples):
+        counts[outcome] = counts.get(outcome, 0) + 1
+    assert set(counts) <= set(exact)
+    n = images * K
+    for outcome, p in exact.items():
+        # each frequency within 5 binomial standard errors (a fixed seed, so not flaky)
+        assert abs(counts.get(outcome, 0) / n - p) <= 5 * math.sqrt(p * (1 - p) / n) + 1e-9, outcome
+    # a finished sample's log-probabilities add up to its probability under the model
+    for row, (words, finished) in enumerate(sampled_words(samples)[:50]):
+        if finished:
+            assert float(samples.log_probs[row].sum()) == pytest.approx(math.log(exact[(words, True)]), abs=1e-4)
+
+
+def test_sample_masks_padding_and_unfinished_rows():
+    table = {START: {A: 0.5, END: 0.5}, A: {A: 0.5, END: 0.5}}
+    samples = sample(BigramDecoder(table), torch.zeros(3, P, 3), START, END, K=50, max_len=3, pad_id=0,
+                     generator=torch.Generator().manual_seed(1))
+    assert samples.tokens.shape == samples.mask.shape == samples.log_probs.shape == (150, 4)
+    for row, keep, log_p, done in zip(samples.tokens.tolist(), samples.mask.tolist(), samples.log_probs.tolist(),
+                                      samples.finished.tolist()):
+        length = sum(keep)
+        assert keep == [True] * length + [False] * (4 - length)  # the real tokens come first
+        assert row[length:] == [0] * (4 - length) and all(lp == 0.0 for lp in log_p[length:])
+        assert done == (row[length - 1] == END) and (done or row[:length] == [A, A, A])
+        assert all(lp == pytest.approx(math.log(0.5), abs=1e-4) for lp in log_p[:length])
+    assert not samples.finished.all() and samples.finished.any()  # both kinds drawn
+
+
+def test_sample_never_emits_start_or_banned_tokens_and_renormalises():
+    table = {START: {PAD: 0.5, START: 0.3, A: 0.1, B: 0.1}, A: {PAD: 0.6, END: 0.2, B: 0.2},
+             B: {START: 0.5, END: 0.25, A: 0.25}}
+    samples = sample(BigramDecoder(table), torch.zeros(2, P, 3), START, END, K=500, max_len=6,
+                     banned_ids=(PAD,), pad_id=PAD, generator=torch.Generator().manual_seed(2))
+    real = samples.tokens[samples.mask]
+    assert not ((real == PAD) | (real == START)).any()
+    first = samples.tokens[:, 0]
+    assert set(first.tolist()) <= {A, B}  # p(A) = p(B) = 0.5 once <pad> and <start> are taken away
+    assert samples.log_probs[:, 0].tolist() == pytest.approx([math.log(0.5)] * len(first), abs=1e-4)
+
+
+def test_sample_rows_follow_their_image():
+    lengths = [3, 1, 5, 2]
+    features = torch.zeros(len(lengths), P, 3)
+    features[:, 0, 0] = torch.tensor(lengths, dtype=torch.float)
+    samples = sample(CountdownDecoder(), features, START, END, K=6, max_len=8,
+                     generator=torch.Generator().manual_seed(3))
+    words = [len(w) for w, _ in sampled_words(samples)]
+    assert words == [n for n in lengths for _ in range(6)]  # row b·K + k is sample k of image b
+    assert samples.finished.all()
+
+
+def test_near_zero_temperature_sampling_is_greedy_and_keeps_the_graph():
+    decoder = tiny_decoder(seed=1).train()  # dropout 0, so train mode is deterministic
+    features = torch.randn(8, 9, 10)
+    greedy = greedy_decode(decoder, features, START, END, max_len=10, banned_ids=(PAD,))
+    samples = sample(decoder, features, START, END, K=2, max_len=10, temperature=1e-4, banned_ids=(PAD,))
+    assert decoder.training  # the caller's mode is left alone
+    words = sampled_words(samples)
+    assert [w for w, _ in words] == [tuple(g.tokens) for g in greedy for _ in range(2)]
+    assert [f for _, f in words] == [g.finished for g in greedy for _ in range(2)]
+    # temperature 1: the log-probabilities carry gradients back to the decoder's weights
+    samples = sample(decoder, features, START, END, K=2, max_len=10, generator=torch.Generator().manual_seed(4))
+    samples.log_probs.sum().backward()
+    assert decoder.out.weight.grad is not None and decoder.out.weight.grad.abs().sum() > 0

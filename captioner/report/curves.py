@@ -17,6 +17,9 @@ from captioner.report.run_folder import is_number
 # "val_*" stands for every validation metric the log holds.
 CURVES = (
     ("loss", "Training loss", "loss per word", ("train_loss", "train_cross_entropy")),
+    # self-critical training (train.objective=scst): mean CIDEr-D of the sampled captions and of
+    # the baseline they are compared with
+    ("reward", "Self-critical reward (CIDEr-D of sampled captions)", "CIDEr-D", ("train_reward", "train_baseline")),
     ("validation", "Validation metrics (decoded captions)", "score", ("val_*",)),
     ("lr", "Learning rate (decoder)", "learning rate", ("lr",)),
     ("speed", "Training speed", "captions / s", ("captions_per_s",)),

@@ -152,7 +152,7 @@ def _curves_section(records: Sequence[dict], plots: dict[str, Plot]) -> str:
         return "## Training curves\n\nNo epoch logged yet."
     parts = ["## Training curves"]
     parts += [f"![{plot.title}]({plot.path.name})" for plot in plots.values()]
-    keys = [k for k in ("train_loss", "captions_per_s", "lr") if any(k in r for r in records)]
+    keys = [k for k in ("train_loss", "train_reward", "captions_per_s", "lr") if any(k in r for r in records)]
     keys += [k for k in dict.fromkeys(k for r in records for k in r) if k.startswith("val_")]
     rows = [[str(r["epoch"])] + [_number(r.get(k), 4, scientific=k == "lr") for k in keys] for r in records]
     parts += ["### Per epoch", _table(["epoch", *keys], rows)]
