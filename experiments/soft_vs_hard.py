@@ -1,0 +1,118 @@
+"""Soft against hard attention on the shapes world: three training seeds each, each recipe's seed
+chosen on validation, every model scored once on a test world drawn for this comparison.
+
+    python experiments/soft_vs_hard.py                 # trains what is missing, scores, writes the JSON
+    python experiments/soft_vs_hard.py --table         # the Markdown table of docs/experiments.md
+
+The recipes differ in one key (configs/shapes.yaml against configs/shapes_hard.yaml:
+model.attention_mode). Training and scoring reuse experiments/shapes_seeds.py (a seed's run is
+trained or resumed only when unfinished; scores are cached beside the runs). The test world's seed
+(--test-seed, default 2027) is used for nothing else: not by the soft recipe's own seed study
+(2026), not to choose anything. Training time is each run's summed `train_seconds`
+(metrics.jsonl) where recorded; runs trained side by side share the CPU, so compare them only
+with runs trained the same way (the JSON says how many ran at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import shapes_seeds
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = {"soft": ("configs/shapes.yaml", "runs/seeds"), "hard": ("configs/shapes_hard.yaml", "runs/hard")}
+SHOWN = ("object_recall", "hallucination_rate", "pointing", "mass_over_baseline", "CIDEr", "Bleu_4", "METEOR")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    parser.add_argument("--data", default="data/shapes", help="training world folder (default data/shapes)")
+    parser.add_argument("--test-seed", type=int, default=2027, help="seed of this comparison's test world")
+    parser.add_argument("--test-images", type=int, default=1000, help="images in the test world (default 1000)")
+    parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")
+    parser.add_argument("--parallel-runs", type=int, default=3,
+                        help="how many runs trained at once, one thread each (recorded with the times)")
+    parser.add_argument("--output", default="experiments/results/soft_vs_hard.json", help="result JSON")
+    parser.add_argument("--table", action="store_true", help="only print the Markdown table of an existing --output")
+    return parser
+
+
+def recipe_args(args, config: str, runs: str) -> argparse.Namespace:
+    """The arguments shapes_seeds' `train` and `evaluate` read, for one recipe."""
+    return argparse.Namespace(config=config, runs=runs, data=args.data, beam_size=args.beam_size)
+
+
+def training_seconds(run_dir: Path) -> float | None:
+    """Summed `train_seconds` of a run's epochs (None when the run predates that record)."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    seconds = [line.get("train_seconds") for line in lines]
+    return None if not seconds or None in seconds else sum(seconds)
+
+
+def score_recipe(args, name: str, test_data: str) -> dict:
+    config, runs = RECIPES[name]
+    recipe = recipe_args(args, config, runs)
+    checkpoints = {seed: shapes_seeds.train(recipe, seed) for seed in args.seeds}
+    result = {"recipe": config, "runs": {}, "mean_sd": {}}
+    for label, data, split in (("val", args.data, "val"), ("test", test_data, "test")):
+        rows = {seed: shapes_seeds.evaluate(recipe, checkpoint, f"seed_{seed}", data, split)
+                for seed, checkpoint in checkpoints.items()}
+        for seed, row in rows.items():
+            result["runs"].setdefault(str(seed), {})[label] = row
+        result["mean_sd"][label] = shapes_seeds.spread(list(rows.values()))
+        if label == "val":
+            result["chosen_on_validation"] = shapes_seeds.choose(rows)
+    for seed in args.seeds:
+        result["runs"][str(seed)]["train_seconds"] = training_seconds(REPO / runs / f"seed_{seed}")
+    return result
+
+
+def markdown_table(result: dict) -> str:
+    """Test figures: each recipe's mean ± sd over seeds, then its validation-chosen seed."""
+    header = "| model | " + " | ".join(SHOWN) + " | training (min) |"
+    lines = [header, "|---" * (len(SHOWN) + 2) + "|"]
+    for name, recipe in result["recipes"].items():
+        spread = recipe["mean_sd"]["test"]
+        times = [run["train_seconds"] for run in recipe["runs"].values() if run.get("train_seconds")]
+        minutes = f"{sum(times) / len(times) / 60:.0f}" if times else "not recorded"
+        lines.append(f"| **{name}, mean ± sd ({len(recipe['runs'])} seeds)** | "
+                     + " | ".join(f"{spread[k]['mean']:.3f} ± {spread[k]['sd']:.3f}" for k in SHOWN)
+                     + f" | {minutes} |")
+        chosen = str(recipe["chosen_on_validation"])
+        figures = recipe["runs"][chosen]["test"]
+        lines.append(f"| {name}, seed {chosen} (chosen on validation) | "
+                     + " | ".join(f"{figures[k]:.3f}" for k in SHOWN) + " | |")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    output = REPO / args.output
+    if args.table:
+        print(markdown_table(json.loads(output.read_text())))
+        return 0
+    test_data = f"{args.data}_test_seed{args.test_seed}"
+    test_world = shapes_seeds.world_command(test_data, args.test_seed, args.test_images, test_only=True)
+    shapes_seeds.ensure_world(test_world, test_data)
+    result = {
+        "command": "python experiments/soft_vs_hard.py " + " ".join(sys.argv[1:]),
+        "seeds": args.seeds,
+        "beam_size": args.beam_size,
+        "data": {"train_and_val": " ".join(shapes_seeds.world_command(args.data, 0, 10000, False)[:-1]),
+                 "test": " ".join(test_world[:-1])},
+        "training": f"{args.parallel_runs} runs at once on the 2-core CPU, one thread each",
+        "recipes": {name: score_recipe(args, name, test_data) for name in RECIPES},
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown_table(result))
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
