@@ -30,3 +30,18 @@ class FixedCaptioner:
             # One map per word plus the one that produced <end>, as the model gives them.
             yield CaptionResult(source=str(path), text=text, words=words,
                                 attention=torch.full((len(words) + 1, 7, 7), 1 / 49))
+
+
+def crash_on_call(monkeypatch, module, name: str, call: int) -> None:
+    """Make `module.name` raise RuntimeError("crash") on its `call`-th call (1-based): a run
+    dying mid-way, for the exact-resume tests."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise RuntimeError("crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, crashing)

@@ -13,6 +13,7 @@ from captioner.inference import Captioner
 from captioner.model import Decoder, caption_loss, hard_attention_loss
 from captioner.training import fit
 from test_model import random_captions, small_config
+from stand_ins import crash_on_call
 from test_training import TINY
 
 P, D, V = 3, 6, 9
@@ -156,19 +157,10 @@ def test_hard_training_resumes_exactly_with_its_baseline(shapes_data, tmp_path, 
     overrides = ["train.epochs=2", "train.batch_size=4", "train.checkpoint_every=1", "train.seed=3"]
     full = fit(hard_config(shapes_data, tmp_path / "full", *overrides))
 
-    calls = {"n": 0}
-    real_clip = training.clip_gradients
-
-    def crashing_clip(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # step 5 of 6: mid-way through the second epoch
-            raise RuntimeError("crash")
-        return real_clip(*args, **kwargs)
-
-    monkeypatch.setattr(training, "clip_gradients", crashing_clip)
+    crash_on_call(monkeypatch, training, "clip_gradients", 5)  # step 5 of 6: mid-way through epoch 2
     with pytest.raises(RuntimeError, match="crash"):
         fit(hard_config(shapes_data, tmp_path / "crashed", *overrides))
-    monkeypatch.setattr(training, "clip_gradients", real_clip)
+    monkeypatch.undo()
     fit(hard_config(shapes_data, tmp_path / "crashed", *overrides), resume=tmp_path / "crashed" / "checkpoint_last.pt")
 
     expected = load_checkpoint(full / "checkpoint_last.pt")

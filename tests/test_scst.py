@@ -17,6 +17,7 @@ from captioner.model import Decoder
 from captioner.report.curves import curve_series
 from captioner.scst import ScstOptions, leave_one_out_baseline, scst_loss, scst_step
 from captioner.vocab import Vocabulary
+from stand_ins import crash_on_call
 from test_training import TINY
 
 VOCAB = Vocabulary([f"x{i}" for i in range(8)])  # ids 4..11 are words
@@ -179,19 +180,10 @@ def test_an_interrupted_scst_stage_resumes_exactly(shapes_data, cross_entropy_ru
     overrides = ["train.epochs=2", "train.checkpoint_every=1", *SCST_STAGE]
     full = training.fit(_tiny(shapes_data, tmp_path / "full", *overrides), init=init)
 
-    calls = {"n": 0}
-    real_clip = training.clip_gradients
-
-    def crashing_clip(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # step 5 of 6: mid-way through the second epoch
-            raise RuntimeError("crash")
-        return real_clip(*args, **kwargs)
-
-    monkeypatch.setattr(training, "clip_gradients", crashing_clip)
+    crash_on_call(monkeypatch, training, "clip_gradients", 5)  # step 5 of 6: mid-way through epoch 2
     with pytest.raises(RuntimeError, match="crash"):
         training.fit(_tiny(shapes_data, tmp_path / "crashed", *overrides), init=init)
-    monkeypatch.setattr(training, "clip_gradients", real_clip)
+    monkeypatch.undo()
     training.fit(_tiny(shapes_data, tmp_path / "crashed", *overrides),
                  resume=tmp_path / "crashed" / "checkpoint_last.pt")
     expected = load_checkpoint(full / "checkpoint_last.pt")
