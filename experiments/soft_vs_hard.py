@@ -9,14 +9,17 @@ model.attention_mode). Training and scoring reuse experiments/shapes_seeds.py (a
 trained or resumed only when unfinished; scores are cached beside the runs). The test world's seed
 (--test-seed, default 2027) is used for nothing else: not by the soft recipe's own seed study
 (2026), not to choose anything. Training time is each run's summed `train_seconds`
-(metrics.jsonl) where recorded; runs trained side by side share the CPU, so compare them only
-with runs trained the same way (the JSON says how many ran at once).
+(metrics.jsonl), or for runs that predate that record, the same span read from the last progress
+bar of each epoch in the run's training log (validation excluded either way); runs trained side
+by side share the CPU, so compare them only with runs trained the same way (the JSON says how
+many ran at once).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -47,11 +50,22 @@ def recipe_args(args, config: str, runs: str) -> argparse.Namespace:
     return argparse.Namespace(config=config, runs=runs, data=args.data, beam_size=args.beam_size)
 
 
-def training_seconds(run_dir: Path) -> float | None:
-    """Summed `train_seconds` of a run's epochs (None when the run predates that record)."""
+# an epoch's finished progress bar: "epoch 3/12: 100%|██████████| 250/250 [02:47<00:00, ..."
+FINISHED_EPOCH = re.compile(r"epoch (\d+)/\d+: 100%\|[^|]*\| (\d+)/\2 \[(?:(\d+):)?(\d+):(\d+)<")
+
+
+def training_seconds(run_dir: Path, log: Path) -> float | None:
+    """Summed `train_seconds` of a run's epochs, or for a run that predates that record the
+    elapsed time of each epoch's finished progress bar in its training log (None if neither)."""
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     seconds = [line.get("train_seconds") for line in lines]
-    return None if not seconds or None in seconds else sum(seconds)
+    if seconds and None not in seconds:
+        return sum(seconds)
+    if not log.is_file():
+        return None
+    epochs = {int(m[1]): int(m[3] or 0) * 3600 + int(m[4]) * 60 + int(m[5])
+              for m in FINISHED_EPOCH.finditer(log.read_text(errors="replace"))}
+    return float(sum(epochs.values())) if len(epochs) == len(lines) else None
 
 
 def score_recipe(args, name: str, test_data: str) -> dict:
@@ -68,7 +82,8 @@ def score_recipe(args, name: str, test_data: str) -> dict:
         if label == "val":
             result["chosen_on_validation"] = shapes_seeds.choose(rows)
     for seed in args.seeds:
-        result["runs"][str(seed)]["train_seconds"] = training_seconds(REPO / runs / f"seed_{seed}")
+        result["runs"][str(seed)]["train_seconds"] = training_seconds(REPO / runs / f"seed_{seed}",
+                                                                REPO / runs / f"train_seed_{seed}.log")
     return result
 
 
