@@ -6,44 +6,108 @@ measure how much of a word's attention falls on the object the word names.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from captioner.data.shapes import ShapeObject, ShapesImage, find_mentions, parse_caption
+from captioner.data.shapes import Mention, ShapesImage, find_mentions
+from captioner.vocab import tokenize
+
+
+@dataclass(frozen=True)
+class ObjectMatch:
+    """What one caption names in its image, honouring counts and sizes.
+
+    `named[k]`: whether some mention names object k. `mentions`: the caption's colour+shape
+    mentions (a shape said without a colour names nothing here); `unmatched[i]`: how many of
+    mention i's count name no object ("two red circles" with one red circle: 1; "a small red
+    circle" with only a large one: 1).
+    """
+
+    named: tuple[bool, ...]
+    mentions: tuple[Mention, ...]
+    unmatched: tuple[int, ...]
+
+    @property
+    def said(self) -> int:
+        """Objects the caption says, with multiplicity ("two red circles" → 2)."""
+        return sum(m.count for m in self.mentions)
+
+    @property
+    def wrong(self) -> int:
+        """Objects said that are not in the image (absent, surplus, or the wrong size)."""
+        return sum(self.unmatched)
+
+    @property
+    def exact(self) -> bool:
+        """Every object named, with the right counts, and nothing named that is not there."""
+        return all(self.named) and self.wrong == 0
+
+
+def match_objects(words: Sequence[str], image: ShapesImage) -> ObjectMatch:
+    """Match a caption's mentions to the image's objects, each object named at most once.
+
+    A mention names up to its count of objects of its colour and shape, and of its size when it
+    says one. Mentions that say a size go first: they can name fewer objects, so a mention
+    without one must not take the object they need ("a red circle and a small red circle").
+    """
+    mentions = tuple(m for m in find_mentions(words) if m.colour is not None)
+    named = [False] * len(image.objects)
+    unmatched = [0] * len(mentions)
+    for i in sorted(range(len(mentions)), key=lambda i: mentions[i].size is None):
+        free = [k for k, obj in enumerate(image.objects) if not named[k] and mentions[i].names(obj)]
+        for k in free[: mentions[i].count]:
+            named[k] = True
+        unmatched[i] = max(0, mentions[i].count - len(free))
+    return ObjectMatch(tuple(named), mentions, tuple(unmatched))
+
+
+def match_captions(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> dict[int, ObjectMatch]:
+    """`match_objects` of every captioned image, by image id."""
+    return {image_id: match_objects(tokenize(caption), _image(images, image_id))
+            for image_id, caption in captions.items()}
 
 
 def object_recall(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> float:
-    """Share of all objects, over the captioned images, whose colour+shape the caption names.
+    """Share of all objects, over the captioned images, that the caption names (`match_objects`):
+    colour and shape, and size when one is said.
 
     Counts multiplicity: two red circles need "two red circles" (or two mentions). 1.0 when
     the images hold no objects.
     """
-    found = total = 0
-    for image_id, caption in captions.items():
-        named, present = Counter(parse_caption(caption)), _kinds(_image(images, image_id).objects)
-        found += sum((named & present).values())
-        total += sum(present.values())
-    return found / total if total else 1.0
+    matches = match_captions(captions, images).values()
+    total = sum(len(m.named) for m in matches)
+    return sum(sum(m.named) for m in matches) / total if total else 1.0
 
 
 def hallucination_rate(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> float:
-    """Share of colour+shape mentions that match no object of the image (with multiplicity).
-
-    0.0 when the captions mention nothing.
-    """
-    wrong = total = 0
-    for image_id, caption in captions.items():
-        named, present = Counter(parse_caption(caption)), _kinds(_image(images, image_id).objects)
-        wrong += sum((named - present).values())
-        total += sum(named.values())
-    return wrong / total if total else 0.0
+    """Share of the objects the captions say (with multiplicity) that match no object of the
+    image: absent, one too many, or the wrong size. 0.0 when the captions mention nothing."""
+    matches = match_captions(captions, images).values()
+    said = sum(m.said for m in matches)
+    return sum(m.wrong for m in matches) / said if said else 0.0
 
 
-def _kinds(objects: Sequence[ShapeObject]) -> Counter:
-    return Counter((o.colour, o.shape) for o in objects)
+def by_object_count(captions: Mapping[int, str], images: Mapping[int, ShapesImage]) -> dict[str, dict[str, float]]:
+    """Recall, hallucination and the share of images named exactly, per number of objects in
+    the image ("1", "2", "3", ...), and over all images ("all"); `images` counts each group."""
+    matches = match_captions(captions, images)
+    groups: dict[str, list[ObjectMatch]] = {"all": list(matches.values())}
+    for match in matches.values():
+        groups.setdefault(str(len(match.named)), []).append(match)
+    report = {}
+    for name in sorted(groups, key=lambda g: (g == "all", g)):
+        group = groups[name]
+        objects, said = sum(len(m.named) for m in group), sum(m.said for m in group)
+        report[name] = {
+            "images": len(group),
+            "object_recall": sum(sum(m.named) for m in group) / objects if objects else 1.0,
+            "hallucination_rate": sum(m.wrong for m in group) / said if said else 0.0,
+            "exact": sum(m.exact for m in group) / len(group),
+        }
+    return report
 
 
 def _image(images: Mapping[int, ShapesImage], image_id: int) -> ShapesImage:
@@ -200,15 +264,17 @@ def shapes_report(
     attentions: Mapping[int, tuple[Sequence[str], np.ndarray | torch.Tensor]] | None,
     images: Mapping[int, ShapesImage],
 ) -> dict[str, float]:
-    """Object recall, hallucination rate and (when attentions are given) grounding summary.
+    """Object recall, hallucination rate, the share of images named exactly, those three per
+    number of objects in the image (`by_object_count`, keys "objects_1_exact" ...), and (when
+    attentions are given) the grounding summary.
 
     `attentions` maps image id → (generated words, (T, h, w) attention maps); grounding keys
     are prefixed "grounding_".
     """
-    report = {
-        "object_recall": object_recall(captions, images),
-        "hallucination_rate": hallucination_rate(captions, images),
-    }
+    groups = by_object_count(captions, images)
+    report = {key: groups["all"][key] for key in ("object_recall", "hallucination_rate", "exact")}
+    report |= {f"objects_{count}_{key}": value for count, group in groups.items() if count != "all"
+               for key, value in group.items()}
     if attentions is not None:
         records = [
             record

@@ -25,7 +25,6 @@ import os
 import sys
 import time
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +39,11 @@ from PIL import Image  # noqa: E402
 
 from captioner import familiarity  # noqa: E402
 from captioner.cli.demo import DESCRIPTION as DEMO_DESCRIPTION, add_demo_arguments  # noqa: E402
-from captioner.data.shapes import ShapeObject, ShapesImage, find_mentions, load_objects, parse_caption  # noqa: E402
+from captioner.data.shapes import Mention, ShapeObject, ShapesImage, find_mentions, load_objects  # noqa: E402
 from captioner.decoding import DecodingOptions  # noqa: E402
 from captioner.images import ImageLoadError, load_image  # noqa: E402
 from captioner.inference import Captioner, CaptionResult  # noqa: E402
-from captioner.metrics import hallucination_rate, object_recall  # noqa: E402
+from captioner.metrics import match_objects  # noqa: E402
 from captioner.visualize import BRIGHT_REGION, DEFAULT_STYLE, add_legend, bright_share, overlay  # noqa: E402
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -311,58 +310,57 @@ def known_annotations(captioner: Captioner) -> dict[str, tuple[tuple[Path, ...],
 
 
 def check_caption(words: Sequence[str], image: ShapesImage) -> TruthCheck:
-    """Compare a caption with the objects of its image, with `captioner.metrics`' rules.
+    """Compare a caption with the objects of its image, with `captioner.metrics`' rules
+    (`match_objects`: colour and shape, the size when one is said, counts honoured).
 
-    An object is named when the caption names its colour and shape (as many times as there are
-    such objects, as object recall counts). A mention is marked when no object of the image has
-    its colour and shape (or its shape, for a shape said without a colour), or when it says more
-    of them than there are ("two purple stars" for one).
+    A mention is marked when it names no object of the image, or says more of them than there
+    are ("two purple stars" for one); a shape said without a colour is marked when the image
+    has no such shape at all.
     """
-    text = " ".join(words)
-    present = Counter((o.colour, o.shape) for o in image.objects)
-    named = Counter(parse_caption(text)) & present
-    objects = []
-    for obj in image.objects:
-        kind = (obj.colour, obj.shape)
-        objects.append((obj, named[kind] > 0))
-        named[kind] -= 1
+    match = match_objects(words, image)
     marks: list[str | None] = [None] * len(words)
-    unclaimed = Counter(present)
-    for mention in find_mentions(words):
-        problem = _mention_problem(mention, present, unclaimed, image)
+    problems = [_mention_problem(mention, missing, image) for mention, missing in zip(match.mentions, match.unmatched)]
+    problems += [_bare_shape_problem(mention, image) for mention in find_mentions(words) if mention.colour is None]
+    mentions = list(match.mentions) + [m for m in find_mentions(words) if m.colour is None]
+    for mention, problem in zip(mentions, problems):
         if problem:
             for position in _phrase(words, mention):
                 marks[position] = problem
-    single = ({0: text}, {0: image})
-    return TruthCheck(tuple(objects), tuple(marks), object_recall(*single), hallucination_rate(*single),
-                      len(parse_caption(text)))
+    recall = sum(match.named) / len(match.named) if match.named else 1.0
+    hallucination = match.wrong / match.said if match.said else 0.0
+    return TruthCheck(tuple(zip(image.objects, match.named)), tuple(marks), recall, hallucination, match.said)
 
 
-def _mention_problem(mention, present: Counter, unclaimed: Counter, image: ShapesImage) -> str | None:
-    """Why a mention is wrong, or None; `unclaimed` counts the objects no earlier mention named."""
-    if mention.colour is None:
-        has_shape = any(o.shape == mention.shape for o in image.objects)
-        return None if has_shape else f"there is no {mention.shape} in the image"
-    kind = (mention.colour, mention.shape)
-    if present[kind] == 0:
-        return f"there is no {mention.colour} {mention.shape} in the image"
-    claimed = min(unclaimed[kind], mention.count)
-    unclaimed[kind] -= claimed
-    if claimed == 0:
-        return f"named again: the image has only {present[kind]} {mention.colour} {mention.shape}"
-    if claimed < mention.count:
-        return f"says {mention.count}, the image has {present[kind]} {mention.colour} {mention.shape}"
-    return None
+def _mention_problem(mention: Mention, missing: int, image: ShapesImage) -> str | None:
+    """Why `missing` of a colour+shape mention's count name no object, or None."""
+    if missing == 0:
+        return None
+    kind = f"{mention.colour} {mention.shape}"
+    present = [o for o in image.objects if (o.colour, o.shape) == (mention.colour, mention.shape)]
+    if not present:
+        return f"there is no {kind} in the image"
+    if mention.size is not None and not any(o.size == mention.size for o in present):
+        return f"there is no {mention.size} {kind} in the image"
+    if missing == mention.count:
+        return f"named again: the image has only {len(present)} {kind}"
+    return f"says {mention.count}, the image has {len(present)} {kind}"
+
+
+def _bare_shape_problem(mention: Mention, image: ShapesImage) -> str | None:
+    has_shape = any(o.shape == mention.shape for o in image.objects)
+    return None if has_shape else f"there is no {mention.shape} in the image"
 
 
 def _phrase(words: Sequence[str], mention) -> range:
-    """Word positions of a mention: from its count word ("two") or colour word, a few words
-    back, to its shape word."""
+    """Word positions of a mention: from its count word ("two"), size word or colour word, a few
+    words back, to its shape word."""
     first = mention.index
     for position in range(mention.index - 1, max(-1, mention.index - 4), -1):
         if mention.colour is not None and words[position].lower() == mention.colour:
             first = position
             break
+    if mention.size is not None and first > 0 and words[first - 1].lower() == mention.size:
+        first -= 1
     if mention.count > 1 and first > 0 and (words[first - 1].isdigit() or words[first - 1].lower() in COUNT_WORDS):
         first -= 1
     return range(first, mention.index + 1)
@@ -552,7 +550,7 @@ def _figures_markdown(evaluation: dict) -> list[str]:
         return [("*No measured figures are stored with this checkpoint* (attach them with "
                  "`captioner evaluate` then `captioner export --scores`).")]
     figures = [
-        ("object recall (objects whose colour and shape the caption names)", shapes.get("object_recall")),
+        ("object recall (objects whose colour and shape, and size where said, the caption names)", shapes.get("object_recall")),
         ("hallucination rate (named objects not in the image)", shapes.get("hallucination_rate")),
         ("pointing accuracy (attention peak inside an object the word names, size words honoured)",
          shapes.get("grounding_pointing")),

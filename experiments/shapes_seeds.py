@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 METRICS = {  # report key → where `captioner evaluate` puts it
     "object_recall": ("shapes", "object_recall"),
     "hallucination_rate": ("shapes", "hallucination_rate"),
+    "exact": ("shapes", "exact"),  # images named exactly: every object, right counts and sizes, nothing extra
+    "objects_3_object_recall": ("shapes", "objects_3_object_recall"),
     "pointing": ("shapes", "grounding_pointing"),
     "pointing_ignoring_size": ("shapes", "grounding_pointing_ignoring_size"),
     "mass_over_baseline": ("shapes", "grounding_mass_over_baseline"),
@@ -80,20 +82,24 @@ def ensure_world(command: list[str], out: str) -> None:
         run([sys.executable, "-m", "captioner", *command[1:]])
 
 
-def train(args, seed: int) -> Path:
-    """The seed's best checkpoint, training (or resuming) it first when it is not finished."""
+def train(args, seed: int, init: Path | None = None, features: str | None = None) -> Path:
+    """The seed's best checkpoint, training (or resuming) it first when it is not finished.
+    `init`: the checkpoint a second stage starts from (train.py --init); `features`: the feature
+    cache folder (default: the runs folder's own)."""
     from captioner.config import load_config  # noqa: PLC0415 - keep --help fast
     from captioner.reproduce import training_finished  # noqa: PLC0415
 
     run_dir = Path(args.runs) / f"seed_{seed}"
     overrides = [f"train.seed={seed}", f"output_dir={run_dir}", f"data.root={args.data}",
-                 f"data.split_file={args.data}/dataset_shapes.json", f"data.feature_cache_dir={args.runs}/features"]
+                 f"data.split_file={args.data}/dataset_shapes.json",
+                 f"data.feature_cache_dir={features or f'{args.runs}/features'}"]
     config = load_config(REPO / args.config, overrides)
     if not training_finished(config, REPO / run_dir):
         last = REPO / run_dir / "checkpoint_last.pt"
-        resume = ["--resume", str(last.relative_to(REPO))] if last.is_file() else []
+        start = (["--resume", str(last.relative_to(REPO))] if last.is_file()
+                 else ["--init", str(init)] if init is not None else [])
         (REPO / args.runs).mkdir(parents=True, exist_ok=True)
-        run([sys.executable, "train.py", "--config", args.config, "--set", *overrides, *resume],
+        run([sys.executable, "train.py", "--config", args.config, "--set", *overrides, *start],
             log=REPO / args.runs / f"train_seed_{seed}.log")
     return run_dir / "checkpoint_best.pt"
 
@@ -111,6 +117,32 @@ def evaluate(args, checkpoint: Path, name: str, data: str, split: str) -> dict:
     figures["images"] = report.get("num_images")
     figures["unfinished"] = report.get("unfinished")
     return figures
+
+
+def score_runs(args, checkpoints: dict[int, Path], test_data: str, prefix: str = "") -> dict:
+    """Each checkpoint's figures on the validation split and on the test world (scores cached as
+    `{prefix}seed_S`), their mean ± sd per split, and the seed validation chooses."""
+    result = {"runs": {}, "mean_sd": {}}
+    for label, data, split in (("val", args.data, "val"), ("test", test_data, "test")):
+        rows = {seed: evaluate(args, checkpoint, f"{prefix}seed_{seed}", data, split)
+                for seed, checkpoint in checkpoints.items()}
+        for seed, row in rows.items():
+            result["runs"].setdefault(str(seed), {})[label] = row
+        result["mean_sd"][label] = spread(list(rows.values()))
+        if label == "val":
+            result["chosen_on_validation"] = choose(rows)
+    return result
+
+
+def study_worlds(args) -> tuple[str, dict]:
+    """A study's test world folder (`args.test_seed`, made when missing) and how both worlds are
+    made, for the result JSON."""
+    test_data = f"{args.data}_test_seed{args.test_seed}"
+    test_world = world_command(test_data, args.test_seed, args.test_images, test_only=True)
+    ensure_world(world_command(args.data, 0, 10000, False), args.data)
+    ensure_world(test_world, test_data)
+    return test_data, {"train_and_val": " ".join(world_command(args.data, 0, 10000, False)[:-1]),
+                       "test": " ".join(test_world[:-1])}
 
 
 def spread(rows: list[dict]) -> dict:

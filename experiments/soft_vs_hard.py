@@ -72,15 +72,7 @@ def score_recipe(args, name: str, test_data: str) -> dict:
     config, runs = RECIPES[name]
     recipe = recipe_args(args, config, runs)
     checkpoints = {seed: shapes_seeds.train(recipe, seed) for seed in args.seeds}
-    result = {"recipe": config, "runs": {}, "mean_sd": {}}
-    for label, data, split in (("val", args.data, "val"), ("test", test_data, "test")):
-        rows = {seed: shapes_seeds.evaluate(recipe, checkpoint, f"seed_{seed}", data, split)
-                for seed, checkpoint in checkpoints.items()}
-        for seed, row in rows.items():
-            result["runs"].setdefault(str(seed), {})[label] = row
-        result["mean_sd"][label] = shapes_seeds.spread(list(rows.values()))
-        if label == "val":
-            result["chosen_on_validation"] = shapes_seeds.choose(rows)
+    result = {"recipe": config, **shapes_seeds.score_runs(recipe, checkpoints, test_data)}
     for seed in args.seeds:
         result["runs"][str(seed)]["train_seconds"] = training_seconds(REPO / runs / f"seed_{seed}",
                                                                 REPO / runs / f"train_seed_{seed}.log")
@@ -110,15 +102,12 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         print(markdown_table(json.loads(output.read_text())))
         return 0
-    test_data = f"{args.data}_test_seed{args.test_seed}"
-    test_world = shapes_seeds.world_command(test_data, args.test_seed, args.test_images, test_only=True)
-    shapes_seeds.ensure_world(test_world, test_data)
+    test_data, worlds = shapes_seeds.study_worlds(args)
     result = {
         "command": "python experiments/soft_vs_hard.py " + " ".join(sys.argv[1:]),
         "seeds": args.seeds,
         "beam_size": args.beam_size,
-        "data": {"train_and_val": " ".join(shapes_seeds.world_command(args.data, 0, 10000, False)[:-1]),
-                 "test": " ".join(test_world[:-1])},
+        "data": worlds,
         "training": f"{args.parallel_runs} runs at once on the 2-core CPU, one thread each",
         "recipes": {name: score_recipe(args, name, test_data) for name in RECIPES},
     }

@@ -265,6 +265,14 @@ def test_check_caption_honours_counts_and_bare_shapes():
     assert exact.marks == (None,) * 9 and exact.recall == 1.0 and exact.hallucination == 0.0
 
 
+def test_check_caption_honours_sizes():
+    wrong_size = app.check_caption("a large red circle above a large blue square".split(), TWO_OBJECTS)
+    assert [named for _, named in wrong_size.objects] == [False, True]
+    assert [i for i, mark in enumerate(wrong_size.marks) if mark] == [1, 2, 3]  # "large red circle"
+    assert "no large red circle" in wrong_size.marks[3]
+    assert (wrong_size.recall, wrong_size.hallucination) == (0.5, 0.5)
+
+
 def test_truth_panel_lists_the_objects_of_a_known_example(captioner, checks):
     prediction = app.predict(captioner, str(EXAMPLES / TRUTH_EXAMPLE), checks=checks)
 

@@ -10,7 +10,9 @@ from captioner.data.shapes import ShapeObject, ShapesImage
 from captioner.metrics import (
     attention_grounding,
     box_mass,
+    by_object_count,
     hallucination_rate,
+    match_objects,
     object_recall,
     shapes_report,
     summarize_grounding,
@@ -41,6 +43,44 @@ def test_hallucination_counts_absent_and_surplus_mentions():
     captions = {1: "a red circle and a green square", 2: "three red circles"}
     assert hallucination_rate(captions, IMAGES) == pytest.approx(2 / 5)
     assert hallucination_rate({1: "nothing to see"}, IMAGES) == 0.0
+
+
+def test_a_size_word_must_be_right():
+    # Image 1: a large red circle and a small blue star.
+    assert object_recall({1: "a small red circle and a small blue star"}, IMAGES) == pytest.approx(1 / 2)
+    assert hallucination_rate({1: "a small red circle and a small blue star"}, IMAGES) == pytest.approx(1 / 2)
+    assert object_recall({1: "a large red circle and a blue star"}, IMAGES) == 1.0
+
+
+def test_sized_mentions_are_matched_before_unsized_ones():
+    # Image 2: a large and a small red circle. Read in order, "a red circle" could take the small
+    # one and leave "a small red circle" nothing; matched sized-first, both are named.
+    match = match_objects("a red circle beside a small red circle".split(), IMAGES[2])
+    assert match.named == (True, True) and match.unmatched == (0, 0) and match.exact
+    twice = match_objects("a small red circle and a small red circle".split(), IMAGES[2])
+    assert twice.named == (False, True) and twice.unmatched == (0, 1) and not twice.exact
+
+
+def test_exact_needs_every_object_and_nothing_extra():
+    assert match_objects("two red circles".split(), IMAGES[2]).exact
+    assert not match_objects("a red circle".split(), IMAGES[2]).exact  # one missed
+    assert not match_objects("three red circles".split(), IMAGES[2]).exact  # one too many
+    assert not match_objects("a blue star , a red circle and a green square".split(), IMAGES[1]).exact
+    # a shape without a colour names nothing, so it neither helps nor hurts
+    assert match_objects("a red circle and a blue star beside a triangle".split(), IMAGES[1]).exact
+
+
+def test_scores_by_object_count():
+    images = {**IMAGES, 3: ShapesImage(224, 224, (BLUE_STAR,))}
+    captions = {1: "a red circle and a blue star", 2: "a red circle", 3: "a red star"}
+    groups = by_object_count(captions, images)
+    assert groups["1"] == {"images": 1, "object_recall": 0.0, "hallucination_rate": 1.0, "exact": 0.0}
+    assert groups["2"] == {"images": 2, "object_recall": pytest.approx(3 / 4), "hallucination_rate": 0.0,
+                           "exact": 0.5}
+    assert groups["all"]["object_recall"] == pytest.approx(3 / 5) == object_recall(captions, images)
+    assert groups["all"]["exact"] == pytest.approx(1 / 3)
+    report = shapes_report(captions, None, images)
+    assert report["exact"] == pytest.approx(1 / 3) and report["objects_2_object_recall"] == pytest.approx(3 / 4)
 
 
 def _one_hot(rows: int, cols: int, row: int, col: int) -> np.ndarray:
