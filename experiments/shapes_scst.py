@@ -11,7 +11,8 @@ Steps, each skipped when its output exists (an interrupted study resumes):
    seed (runs/scst/seed_S), sharing the cross-entropy runs' feature cache;
 3. `captioner evaluate` of both stages of every seed at beam 3, on the whole validation split and
    on the test world (`--test-seed`, default 2028: used by nothing else);
-4. the JSON: every figure, each stage's mean ± sd, the SCST seed chosen on validation, and the
+4. the shipped model (`--shipped`) scored the same way, beside the recipe;
+5. the JSON: every figure, each stage's mean ± sd, the SCST seed chosen on validation, and the
    targets met by the SCST mean on test.
 
 Shapes figures use `captioner.metrics.match_objects`: colour and shape, the size where one is
@@ -21,6 +22,7 @@ said, counts honoured; `exact` is the share of images named exactly.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -43,6 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-seed", type=int, default=2028, help="seed of this study's test world (default 2028)")
     parser.add_argument("--test-images", type=int, default=1000, help="images in the test world (default 1000)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")
+    parser.add_argument("--shipped", default="captioner/assets/shapes.pt", help="the shipped model, scored beside")
     parser.add_argument("--output", default="experiments/results/shapes_scst.json", help="result JSON")
     parser.add_argument("--table", action="store_true", help="only print the Markdown table of an existing --output")
     return parser
@@ -59,6 +62,15 @@ def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str) 
     # size-aware parser
     scores = argparse.Namespace(**{**vars(stage_args(args, stage)), "runs": STAGES["scst"][1]})
     return {"recipe": STAGES[stage][0], **shapes_seeds.score_runs(scores, checkpoints, test_data, f"{stage}_")}
+
+
+def score_shipped(args, test_data: str) -> dict:
+    shipped = REPO / args.shipped
+    name = "shipped_" + hashlib.sha256(shipped.read_bytes()).hexdigest()[:12]
+    scores = stage_args(args, "scst")
+    return {"file": args.shipped, "sha256_12": name[8:],
+            **{label: shapes_seeds.evaluate(scores, shipped, name, data, split)
+               for label, data, split in (("val", args.data, "val"), ("test", test_data, "test"))}}
 
 
 def targets_met(mean: dict) -> dict:
@@ -81,6 +93,8 @@ def markdown_table(result: dict) -> str:
         figures = stage["runs"][chosen]["test"]
         lines.append(f"| {name}, seed {chosen} (chosen on validation) | "
                      + " | ".join(f"{figures[k]:.3f}" for k in SHOWN) + " |")
+    shipped = result["shipped"]["test"]
+    lines.append("| shipped model | " + " | ".join(f"{shipped[k]:.3f}" for k in SHOWN) + " |")
     lines.append("| target (issue 19) | " + " | ".join(
         f"{TARGETS[k][0]} {TARGETS[k][1]}" if k in TARGETS else "" for k in SHOWN) + " |")
     return "\n".join(lines)
@@ -104,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
         "stages": {"cross_entropy": score_stage(args, "cross_entropy", cross_entropy, test_data),
                    "scst": score_stage(args, "scst", scst, test_data)},
     }
+    result["shipped"] = score_shipped(args, test_data)
     result["targets_on_test_mean"] = targets_met(result["stages"]["scst"]["mean_sd"]["test"])
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=1) + "\n")
