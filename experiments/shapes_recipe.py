@@ -3,7 +3,7 @@ cache, cross-entropy training, self-critical training, the test world and the te
 (with --export) the bundled checkpoint. `make shapes-model` runs it.
 
     python experiments/shapes_recipe.py --export captioner/assets/shapes.pt
-    python experiments/shapes_recipe.py --data /tmp/w --run /tmp/r --timings experiments/results/shapes_recipe_time.json
+    python experiments/shapes_recipe.py --data data/shapes_fresh --run runs/shapes_fresh   # a second world and run
 
 A stage whose output exists is skipped (and marked so in the timings), so an interrupted recipe
 resumes; the time "from nothing" is only claimed when no stage was skipped. The test world's seed
