@@ -89,6 +89,9 @@ class TrainConfig:
     scst_max_len: int = 16  # words per sample; one still running then is cut there
     scst_temperature: float = 1.0
     scst_baseline: str = "mean"  # mean of the image's other K − 1 rewards | greedy: its greedy caption's
+    # > 0: the reward adds this weight × each sample's object F1 against its image's objects
+    # (scst.ObjectNamingReward); needs the shapes world's annotations/shapes_objects.json
+    scst_object_reward: float = 0.0
     grad_clip: float = 5.0  # 0 disables clipping
     clip_mode: str = "norm"  # norm | value
     val_metric: str = "CIDEr"  # Bleu_1..4, ROUGE_L or CIDEr of the validation captions

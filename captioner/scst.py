@@ -10,6 +10,10 @@ must not depend on the sample it is subtracted from, or the estimate is biased:
 - `greedy`: the reward of the image's greedy caption from the current model in eval mode
   (Rennie et al.'s test-time baseline); one extra greedy decode per batch.
 
+The reward is CIDEr-D (`CiderD.scores`); `ObjectNamingReward` adds to it how well each sample names
+the objects of its image, where the training images come with object annotations (the shapes
+world's annotations/shapes_objects.json).
+
 `scst_step` is a training step without the optimizer: the caller zeroes the gradients, calls
 `loss.backward()`, clips and steps, as `captioner.training.training_step` does for cross-entropy.
 
@@ -18,13 +22,16 @@ Letters: B images, K samples per image, L sampled length (≤ max_len + 1).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from captioner.cider import CiderD
+from captioner.data.shapes import ShapesImage
 from captioner.decoding import greedy_decode, sample
+from captioner.metrics import ObjectMatch, match_objects
 
 BASELINES = ("mean", "greedy")
 
@@ -47,6 +54,41 @@ class ScstOptions:
         if self.samples < 1 or self.max_len < 1 or not self.temperature > 0:
             raise ValueError(f"need samples >= 1, max_len >= 1 and temperature > 0, got "
                              f"{self.samples}, {self.max_len}, {self.temperature}")
+
+
+class Reward(Protocol):
+    def scores(self, image_indices, candidates) -> np.ndarray:
+        """(M,) rewards of M candidates (token-id rows) of the images at `image_indices` (M,)."""
+
+
+class ObjectNamingReward:
+    """CIDEr-D plus `weight` × the object F1 of each sample against its image's objects.
+
+    CIDEr-D scores n-grams: "a purple square" for a purple diamond costs a sample about as much
+    as any other two wrong words among a dozen, so binding errors weigh little in its reward.
+    The F1 (`object_f1`) is 1 only for a caption that names every object with the right counts
+    and nothing else, whatever its wording. `images[i]` holds the objects of training image i,
+    the image `cider`'s references i belong to.
+    """
+
+    def __init__(self, cider: Reward, images: Sequence[ShapesImage], vocab, weight: float):
+        if weight < 0:
+            raise ValueError(f"the object naming reward's weight must be >= 0, got {weight}")
+        self.cider, self.images, self.vocab, self.weight = cider, images, vocab, weight
+
+    def scores(self, image_indices, candidates) -> np.ndarray:
+        indices = np.asarray(torch.as_tensor(image_indices).cpu()).reshape(-1)
+        rows = candidates.tolist() if isinstance(candidates, (torch.Tensor, np.ndarray)) else candidates
+        f1 = [object_f1(match_objects(self.vocab.decode(row), self.images[i])) for i, row in zip(indices, rows)]
+        return self.cider.scores(indices, candidates) + self.weight * np.asarray(f1, dtype=np.float64)
+
+
+def object_f1(match: ObjectMatch) -> float:
+    """2·named / (objects + said): the harmonic mean of the share of the image's objects named
+    and the share of the objects said that are there (counts honoured); 1 exactly when the
+    caption names the image exactly, and 1 for an empty image described as empty."""
+    objects, said = len(match.named), match.said
+    return 2 * sum(match.named) / (objects + said) if objects + said else 1.0
 
 
 def leave_one_out_baseline(rewards: torch.Tensor, K: int) -> torch.Tensor:
@@ -84,23 +126,24 @@ def scst_loss(log_probs: torch.Tensor, mask: torch.Tensor, rewards: torch.Tensor
     return loss, stats
 
 
-def scst_step(model, features: torch.Tensor, image_ids, cider: CiderD, options: ScstOptions,
+def scst_step(model, features: torch.Tensor, image_ids, reward: Reward, options: ScstOptions,
               vocab) -> tuple[torch.Tensor, dict[str, float]]:
     """One SCST loss on a batch: features (B, P, D) of the batch's images (the encoder's output,
-    e.g. cached features), image_ids (B,) their positions in the references `cider` was built
-    from → (loss with gradients, stats). `model` is a CaptionModel (its `decoder` samples) in
-    the mode the caller set: train mode samples with dropout, as the loss is trained with."""
+    e.g. cached features), image_ids (B,) their positions in the training images `reward` was
+    built for (a `CiderD` or an `ObjectNamingReward`) → (loss with gradients, stats). `model`
+    is a CaptionModel (its `decoder` samples) in the mode the caller set: train mode samples
+    with dropout, as the loss is trained with."""
     decoder = model.decoder
     features = features.float()
     K = options.samples
     samples = sample(decoder, features, vocab.start_id, vocab.end_id, K, options.max_len,
                      options.temperature, banned_ids=(vocab.pad_id,), pad_id=vocab.pad_id)
     images = torch.as_tensor(image_ids).reshape(-1).cpu()
-    rewards = _as_tensor(cider.scores(images.repeat_interleave(K), samples.tokens), samples.log_probs)
+    rewards = _as_tensor(reward.scores(images.repeat_interleave(K), samples.tokens), samples.log_probs)
     if options.baseline == "mean":
         baseline = leave_one_out_baseline(rewards, K)
     else:
-        baseline = greedy_rewards(decoder, features, images, cider, vocab, options.max_len)
+        baseline = greedy_rewards(decoder, features, images, reward, vocab, options.max_len)
         baseline = _as_tensor(baseline, samples.log_probs).repeat_interleave(K)
     loss, stats = scst_loss(samples.log_probs, samples.mask, rewards, baseline, samples.entropy)
     stats["finished"] = float(samples.finished.float().mean())
@@ -108,8 +151,8 @@ def scst_step(model, features: torch.Tensor, image_ids, cider: CiderD, options: 
 
 
 @torch.no_grad()
-def greedy_rewards(decoder, features: torch.Tensor, image_ids, cider: CiderD, vocab, max_len: int) -> np.ndarray:
-    """CIDEr-D of each image's greedy caption (B,), decoded in eval mode (no dropout, the
+def greedy_rewards(decoder, features: torch.Tensor, image_ids, reward: Reward, vocab, max_len: int) -> np.ndarray:
+    """The reward of each image's greedy caption (B,), decoded in eval mode (no dropout, the
     test-time caption); the decoder's mode is restored afterwards."""
     was_training = decoder.training
     decoder.eval()
@@ -118,7 +161,7 @@ def greedy_rewards(decoder, features: torch.Tensor, image_ids, cider: CiderD, vo
                                  banned_ids=(vocab.pad_id,))
     finally:
         decoder.train(was_training)
-    return cider.scores(image_ids, [c.tokens for c in captions])
+    return reward.scores(image_ids, [c.tokens for c in captions])
 
 
 def _as_tensor(values: np.ndarray, like: torch.Tensor) -> torch.Tensor:

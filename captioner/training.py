@@ -34,11 +34,12 @@ from captioner.data.coco import (
 )
 from captioner.device import autocast, keep_freed_memory
 from captioner.distributed import Processes, start_processes
-from captioner.evaluation import decode_records, score_captions
+from captioner.data.shapes import load_objects
+from captioner.evaluation import SHAPES_OBJECTS, decode_records, score_captions
 from captioner.inference import Captioner
 from captioner.cider import CiderD
 from captioner.model import CaptionModel, caption_loss, hard_attention_loss
-from captioner.scst import ScstOptions, scst_step
+from captioner.scst import ObjectNamingReward, Reward, ScstOptions, scst_step
 from captioner.report import report_after_fit
 from captioner.vocab import Vocabulary, tokenize
 
@@ -206,11 +207,11 @@ def _teacher_forcing_loss(model, batch: dict, inputs, config: Config, device, st
 
 @dataclass(frozen=True)
 class SelfCritical:
-    """What a self-critical step needs besides its batch: the CIDEr-D reward against each
-    training image's references, in the training records' order (a batch's `indices`), the
-    vocabulary, and the sampling options."""
+    """What a self-critical step needs besides its batch: the reward (CIDEr-D against each
+    training image's references, plus the object naming term with train.scst_object_reward), in
+    the training records' order (a batch's `indices`), the vocabulary, and the sampling options."""
 
-    reward: CiderD
+    reward: Reward
     vocab: Vocabulary
     options: ScstOptions
 
@@ -219,7 +220,12 @@ class SelfCritical:
         """Document frequencies come from all the training references, once (Rennie et al.)."""
         references = [[vocab.encode(c, config.data.max_caption_words) for c in r.captions]
                       for r in tqdm(records, desc="CIDEr-D references", unit="image", leave=False)]
-        return cls.from_references(references, vocab, config)
+        self_critical = cls.from_references(references, vocab, config)
+        weight = config.train.scst_object_reward
+        if not weight:
+            return self_critical
+        images = _shapes_objects(config, records)
+        return dataclasses.replace(self_critical, reward=ObjectNamingReward(self_critical.reward, images, vocab, weight))
 
     @classmethod
     def from_references(cls, references: Sequence[Sequence[Sequence[int]]], vocab: Vocabulary,
@@ -228,6 +234,21 @@ class SelfCritical:
         options = ScstOptions(samples=config.train.scst_samples, max_len=config.train.scst_max_len,
                               temperature=config.train.scst_temperature, baseline=config.train.scst_baseline)
         return cls(CiderD.from_vocab(references, vocab), vocab, options)
+
+
+def _shapes_objects(config: Config, records: Sequence[ImageRecord]) -> list:
+    """The objects of each training record, for the object naming reward."""
+    path = Path(config.data.root) / SHAPES_OBJECTS
+    if not path.is_file():
+        raise ConfigError(f"train.scst_object_reward needs each training image's objects, from {path}, which is "
+                          f"missing: it is written by `captioner shapes`; set train.scst_object_reward=0 for "
+                          f"other data")
+    objects = load_objects(path)
+    missing = [r.image_id for r in records if r.image_id not in objects]
+    if missing:
+        raise ConfigError(f"{path} has no objects for {len(missing)} training images (the first: image id "
+                          f"{missing[0]}); is data.root the world the split file was written with?")
+    return [objects[r.image_id] for r in records]
 
 
 def sample_locations(config: Config) -> bool:

@@ -4,14 +4,17 @@ world drawn for this study, against issue 19's targets.
 
     python experiments/shapes_scst.py                 # trains what is missing, scores, writes the JSON
     python experiments/shapes_scst.py --table         # the Markdown table of docs/experiments.md
+    python experiments/shapes_scst.py --scst-set train.scst_object_reward=2 --scst-runs runs/scst_objects2 \
+        --seeds 2 --no-test --output experiments/results/shapes_scst_objects2_val.json   # a variant, validation only
 
 Steps, each skipped when its output exists (an interrupted study resumes):
 1. the cross-entropy runs of experiments/shapes_seeds.py (runs/seeds/seed_S, trained if missing);
 2. `train.py --config configs/shapes_scst.yaml --init runs/seeds/seed_S/checkpoint_best.pt` per
-   seed (runs/scst/seed_S), sharing the cross-entropy runs' feature cache;
+   seed (runs/scst/seed_S, or `--scst-runs` with the `--scst-set` overrides of a variant),
+   sharing the cross-entropy runs' feature cache;
 3. `captioner evaluate` of both stages of every seed at beam 3, on the whole validation split and
    on the test world (`--test-seed`, default 2028: used by nothing else);
-4. the shipped model (`--shipped`) scored the same way, beside the recipe;
+4. the shipped model (`--shipped`) scored the same way, beside the recipe (not with --no-test);
 5. the JSON: every figure, each stage's mean ± sd, the SCST seed chosen on validation, and the
    targets met by the SCST mean on test.
 
@@ -47,6 +50,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")
     parser.add_argument("--shipped", default="captioner/assets/shapes.pt", help="the shipped model, scored beside")
     parser.add_argument("--output", default="experiments/results/shapes_scst.json", help="result JSON")
+    parser.add_argument("--scst-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides of configs/shapes_scst.yaml: a variant of the self-critical stage")
+    parser.add_argument("--scst-runs", default=STAGES["scst"][1],
+                        help=f"folder of the self-critical runs and their scores (default {STAGES['scst'][1]})")
+    parser.add_argument("--no-test", action="store_true",
+                        help="validation only, while still choosing: no test world, no shipped model, no targets")
     parser.add_argument("--table", action="store_true", help="only print the Markdown table of an existing --output")
     return parser
 
@@ -54,14 +63,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 def stage_args(args, stage: str) -> argparse.Namespace:
     """The arguments shapes_seeds' `train` and `evaluate` read, for one stage."""
     config, runs = STAGES[stage]
-    return argparse.Namespace(config=config, runs=runs, data=args.data, beam_size=args.beam_size)
+    variant = stage == "scst"
+    return argparse.Namespace(config=config, runs=args.scst_runs if variant else runs, data=args.data,
+                              beam_size=args.beam_size, set=args.scst_set if variant else [])
 
 
-def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str) -> dict:
-    # scores of both stages go under runs/scst/scores: older caches beside runs/seeds predate the
-    # size-aware parser
-    scores = argparse.Namespace(**{**vars(stage_args(args, stage)), "runs": STAGES["scst"][1]})
-    return {"recipe": STAGES[stage][0], **shapes_seeds.score_runs(scores, checkpoints, test_data, f"{stage}_")}
+def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str | None) -> dict:
+    scores = stage_args(args, stage)
+    if stage == "cross_entropy":  # scored under runs/scst/scores: older caches beside runs/seeds predate the size-aware parser
+        scores.runs = STAGES["scst"][1]
+    overrides = {"overrides": scores.set} if scores.set else {}
+    return {"recipe": STAGES[stage][0], **overrides,
+            **shapes_seeds.score_runs(scores, checkpoints, test_data, f"{stage}_")}
 
 
 def score_shipped(args, test_data: str) -> dict:
@@ -105,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         print(markdown_table(json.loads(output.read_text())))
         return 0
-    test_data, worlds = shapes_seeds.study_worlds(args)
+    test_data, worlds = (None, {}) if args.no_test else shapes_seeds.study_worlds(args)
     cross_entropy = {seed: shapes_seeds.train(stage_args(args, "cross_entropy"), seed) for seed in args.seeds}
     features = f"{STAGES['cross_entropy'][1]}/features"
     scst = {seed: shapes_seeds.train(stage_args(args, "scst"), seed, init=cross_entropy[seed], features=features)
@@ -118,11 +131,13 @@ def main(args: argparse.Namespace) -> int:
         "stages": {"cross_entropy": score_stage(args, "cross_entropy", cross_entropy, test_data),
                    "scst": score_stage(args, "scst", scst, test_data)},
     }
-    result["shipped"] = score_shipped(args, test_data)
-    result["targets_on_test_mean"] = targets_met(result["stages"]["scst"]["mean_sd"]["test"])
+    if not args.no_test:
+        result["shipped"] = score_shipped(args, test_data)
+        result["targets_on_test_mean"] = targets_met(result["stages"]["scst"]["mean_sd"]["test"])
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=1) + "\n")
-    print(markdown_table(result))
+    print(json.dumps({name: stage["mean_sd"] for name, stage in result["stages"].items()}, indent=1)
+          if args.no_test else markdown_table(result))
     print(f"wrote {args.output}")
     return 0
 

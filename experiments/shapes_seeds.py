@@ -85,14 +85,15 @@ def ensure_world(command: list[str], out: str) -> None:
 def train(args, seed: int, init: Path | None = None, features: str | None = None) -> Path:
     """The seed's best checkpoint, training (or resuming) it first when it is not finished.
     `init`: the checkpoint a second stage starts from (train.py --init); `features`: the feature
-    cache folder (default: the runs folder's own)."""
+    cache folder (default: the runs folder's own). `args.set`, when there, holds more overrides
+    of the recipe (a variant)."""
     from captioner.config import load_config  # noqa: PLC0415 - keep --help fast
     from captioner.reproduce import training_finished  # noqa: PLC0415
 
     run_dir = Path(args.runs) / f"seed_{seed}"
     overrides = [f"train.seed={seed}", f"output_dir={run_dir}", f"data.root={args.data}",
                  f"data.split_file={args.data}/dataset_shapes.json",
-                 f"data.feature_cache_dir={features or f'{args.runs}/features'}"]
+                 f"data.feature_cache_dir={features or f'{args.runs}/features'}", *(getattr(args, "set", None) or [])]
     config = load_config(REPO / args.config, overrides)
     if not training_finished(config, REPO / run_dir):
         last = REPO / run_dir / "checkpoint_last.pt"
@@ -119,11 +120,13 @@ def evaluate(args, checkpoint: Path, name: str, data: str, split: str) -> dict:
     return figures
 
 
-def score_runs(args, checkpoints: dict[int, Path], test_data: str, prefix: str = "") -> dict:
-    """Each checkpoint's figures on the validation split and on the test world (scores cached as
-    `{prefix}seed_S`), their mean ± sd per split, and the seed validation chooses."""
+def score_runs(args, checkpoints: dict[int, Path], test_data: str | None, prefix: str = "") -> dict:
+    """Each checkpoint's figures on the validation split and on the test world (none when
+    `test_data` is None: while still choosing), with scores cached as `{prefix}seed_S`, their
+    mean ± sd per split, and the seed validation chooses."""
     result = {"runs": {}, "mean_sd": {}}
-    for label, data, split in (("val", args.data, "val"), ("test", test_data, "test")):
+    splits = [("val", args.data, "val")] + ([("test", test_data, "test")] if test_data else [])
+    for label, data, split in splits:
         rows = {seed: evaluate(args, checkpoint, f"{prefix}seed_{seed}", data, split)
                 for seed, checkpoint in checkpoints.items()}
         for seed, row in rows.items():

@@ -12,10 +12,13 @@ import captioner.training as training
 from captioner.checkpoint import load_checkpoint
 from captioner.cider import CiderD
 from captioner.config import ConfigError, EncoderConfig, ModelConfig, load_config
+from captioner.data.shapes import ShapeObject, ShapesImage
 from captioner.decoding import sample
 from captioner.model import Decoder
 from captioner.report.curves import curve_series
-from captioner.scst import ScstOptions, leave_one_out_baseline, scst_loss, scst_step
+from captioner.metrics import match_objects
+from captioner.scst import (ObjectNamingReward, ScstOptions, leave_one_out_baseline, object_f1, scst_loss,
+                            scst_step)
 from captioner.vocab import Vocabulary
 from stand_ins import crash_on_call
 from test_training import TINY
@@ -140,6 +143,50 @@ def test_options_are_checked():
     assert ScstOptions(samples=1, baseline="greedy").samples == 1
 
 
+# --- the object naming reward ---------------------------------------------------------------
+
+TWO = ShapesImage(224, 224, (ShapeObject((10, 10, 40, 40), "circle", "red", "small"),
+                             ShapeObject((100, 100, 80, 80), "square", "blue", "large")))
+
+
+@pytest.mark.parametrize(("caption", "f1"), [
+    ("a red circle and a blue square", 1.0),
+    ("a small red circle next to a large blue square", 1.0),
+    ("a red circle and a blue circle", 2 * 1 / (2 + 2)),  # a binding error: one named, one absent
+    ("a red circle", 2 * 1 / (2 + 1)),  # one missed
+    ("two red circles and a blue square", 2 * 2 / (2 + 3)),  # one too many
+    ("a large red circle and a blue square", 2 * 1 / (2 + 2)),  # the wrong size names nothing
+    ("a picture", 0.0),
+])
+def test_object_f1_counts_by_hand(caption, f1):
+    assert object_f1(match_objects(caption.split(), TWO)) == pytest.approx(f1)
+
+
+def test_object_f1_of_an_empty_image():
+    empty = ShapesImage(224, 224, ())
+    assert object_f1(match_objects("nothing here".split(), empty)) == 1.0
+    assert object_f1(match_objects("a red circle".split(), empty)) == 0.0
+
+
+def test_the_object_reward_adds_the_weighted_f1_to_cider():
+    vocab = Vocabulary("a red circle and blue square two circles".split())
+    captions = ["a red circle and a blue square", "a red circle and a blue circle", "a red circle"]
+    references = [[vocab.encode(captions[0]), vocab.encode("a blue square and a red circle")]]
+    cider = CiderD.from_vocab(references, vocab)
+    # sampled rows: words, <end>, then padding, as `sample` returns them
+    rows = [vocab.encode(c)[1:] for c in captions]
+    width = max(map(len, rows))
+    tokens = torch.tensor([row + [vocab.pad_id] * (width - len(row)) for row in rows])
+    images = torch.zeros(3, dtype=torch.long)
+    rewards = ObjectNamingReward(cider, [TWO], vocab, weight=2.5).scores(images, tokens)
+    expected = cider.scores(images, tokens) + 2.5 * torch.tensor([1.0, 0.5, 2 / 3]).numpy()
+    assert rewards == pytest.approx(expected)
+    assert ObjectNamingReward(cider, [TWO], vocab, weight=0.0).scores(images, tokens) == pytest.approx(
+        cider.scores(images, tokens))
+    with pytest.raises(ValueError, match="weight"):
+        ObjectNamingReward(cider, [TWO], vocab, weight=-1.0)
+
+
 # --- the SCST stage in `captioner.training.fit` ---------------------------------------------
 
 def _tiny(shapes_data, out, *overrides):
@@ -191,3 +238,29 @@ def test_an_interrupted_scst_stage_resumes_exactly(shapes_data, cross_entropy_ru
     assert resumed["training"]["step"] == expected["training"]["step"] == 6
     for key, value in expected["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_the_object_reward_trains_on_the_world_s_objects(shapes_data, cross_entropy_run, tmp_path):
+    init = cross_entropy_run / "checkpoint_best.pt"
+    config = _tiny(shapes_data, tmp_path / "objects", "train.epochs=1", "train.scst_object_reward=2", *SCST_STAGE)
+    records = training.load_split(config.data, "train")
+    vocab = Vocabulary.from_dict(load_checkpoint(init)["vocab"])
+    reward = training.SelfCritical.build(records, vocab, config).reward
+    caption = records[0].captions[0]  # a reference names its image exactly: F1 1, on top of CIDEr-D
+    row = torch.tensor([vocab.encode(caption)[1:]])
+    assert reward.scores([0], row) == pytest.approx(reward.cider.scores([0], row) + 2.0)
+    run = training.fit(config, init=init)
+    line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert line["epoch"] == 1 and line["train_reward"] >= 0
+
+
+def test_the_object_reward_needs_object_annotations(shapes_data, cross_entropy_run, tmp_path):
+    world = tmp_path / "world"
+    world.mkdir()
+    for item in shapes_data.iterdir():  # the same world without annotations/shapes_objects.json
+        if item.name != "annotations":
+            (world / item.name).symlink_to(item)
+    config = load_config(TINY, [f"data.root={world}", f"data.split_file={world / 'dataset_shapes.json'}",
+                                f"output_dir={tmp_path / 'run'}", "train.scst_object_reward=1", *SCST_STAGE])
+    with pytest.raises(ConfigError, match="shapes_objects.json"):
+        training.fit(config, init=cross_entropy_run / "checkpoint_best.pt")
