@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 STAGES = ["generate", "index", "features", "train", "validate", "evaluate", "report"]
 QUICK_IMAGES = 200
@@ -55,3 +57,20 @@ def test_coco_scale_quick(tmp_path):
     assert stages["features"]["peak_processes"] > 1 and stages["evaluate"]["peak_processes"] > 1
     assert size["disk_bytes"] == sum(row["disk_bytes_added"] for row in stages.values())
     assert not (work / f"size_{QUICK_IMAGES}").exists()  # the world and run are deleted without --keep
+
+    # the docs' figure is drawn from such a result: one PNG of the figure's size
+    figure = tmp_path / "coco_scale.png"
+    plotted = subprocess.run([sys.executable, str(BENCH / "plot_coco_scale.py"), str(output), "--out", str(figure)],
+                             check=False, capture_output=True, text=True, timeout=120, cwd=BENCH.parent)
+    assert plotted.returncode == 0, plotted.stderr[-3000:]
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and image.size == (1100, 420)
+
+
+def test_plot_refuses_other_results(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmark": "train_throughput"}))
+    done = subprocess.run([sys.executable, str(BENCH / "plot_coco_scale.py"), str(other), "--out",
+                           str(tmp_path / "x.png")], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "not a bench/coco_scale.py result" in done.stderr
+    assert not (tmp_path / "x.png").exists()

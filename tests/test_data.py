@@ -1,3 +1,4 @@
+import gc
 import json
 
 import pytest
@@ -9,6 +10,7 @@ from captioner.data.coco import (
     DatasetError,
     EpochBatchSampler,
     collate_captions,
+    cyclic_gc_paused,
     load_karpathy_split,
     load_split,
 )
@@ -40,6 +42,24 @@ def test_restval_joins_train_and_ids_come_from_cocoid(tmp_path):
     assert test.image_id == 2 and test.path == tmp_path / "c.jpg"  # flickr files have no filepath
     with pytest.raises(DatasetError, match="'val'.*restval"):
         load_karpathy_split(path, tmp_path, "val")
+
+
+def test_the_cycle_collector_is_paused_only_while_a_split_file_loads(tmp_path):
+    assert gc.isenabled()
+    with cyclic_gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DatasetError):
+        load_karpathy_split(tmp_path / "bad.json", tmp_path, "train")
+    assert gc.isenabled()  # back on after a failed load too
+    gc.disable()
+    try:  # and left off when the caller had turned it off
+        with cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_missing_files_name_themselves(tmp_path):

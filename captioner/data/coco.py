@@ -7,10 +7,12 @@ captions.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +45,14 @@ def load_coco_captions(annotation_file: str | Path, image_dir: str | Path) -> li
     annotation_file = Path(annotation_file)
     if not annotation_file.is_file():
         raise DatasetError(f"COCO annotation file not found: {annotation_file}")
-    coco = COCO(str(annotation_file))
     records = []
-    for image_id in sorted(coco.getImgIds()):
-        info = coco.loadImgs(image_id)[0]
-        captions = tuple(a["caption"] for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)))
-        if captions:
-            records.append(ImageRecord(int(image_id), Path(image_dir) / info["file_name"], captions))
+    with cyclic_gc_paused():
+        coco = COCO(str(annotation_file))
+        for image_id in sorted(coco.getImgIds()):
+            info = coco.loadImgs(image_id)[0]
+            captions = tuple(a["caption"] for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)))
+            if captions:
+                records.append(ImageRecord(int(image_id), Path(image_dir) / info["file_name"], captions))
     return records
 
 
@@ -60,6 +63,11 @@ def load_karpathy_split(split_file: str | Path, image_root: str | Path, split: s
     present (so results can be scored against the official COCO annotations), else `imgid`.
     """
     split_file = Path(split_file)
+    with cyclic_gc_paused():
+        return _karpathy_records(split_file, image_root, split)
+
+
+def _karpathy_records(split_file: Path, image_root: str | Path, split: str) -> list[ImageRecord]:
     try:
         images = json.loads(split_file.read_text())["images"]
     except FileNotFoundError:
@@ -83,6 +91,25 @@ def load_karpathy_split(split_file: str | Path, image_root: str | Path, split: s
         found = sorted({image["split"] for image in images})
         raise DatasetError(f"split {split!r} has no images in {split_file} (splits present: {found})")
     return records
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Python's cycle collector off while a large annotation file is parsed into records.
+
+    Parsing allocates millions of small dicts, lists and strings, none of them in a reference
+    cycle (reference counting frees them), but each full collection walks every live object
+    again: in the COCO-scale rehearsal (bench/coco_scale.py) the split and vocabulary stage's
+    cost per image grew with the number of images, and profiling at 10,000 showed the collector
+    taking most of the split file's load time. It is turned back on (if it was on) however the
+    block ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def captions_file(root: str | Path, folder: str) -> Path:
