@@ -57,9 +57,11 @@ shapes-seeds: setup
 	$(PY) experiments/shapes_seeds.py --test-seed 2026
 
 # Both stages over 3 seeds, chosen on validation, scored once on a test world of seed 2028
-# (experiments/results/shapes_scst.json; docs/experiments.md).
+# (experiments/results/shapes_scst_objects5.json; docs/experiments.md). The self-critical stage
+# as configured, with its object-naming reward; CIDEr-D alone (experiments/results/shapes_scst.json):
+# experiments/shapes_scst.py --scst-set train.scst_object_reward=0
 shapes-scst: setup
-	$(PY) experiments/shapes_scst.py
+	$(PY) experiments/shapes_scst.py --scst-runs runs/scst_objects5 --output experiments/results/shapes_scst_objects5.json
 
 # From nothing to a scored COCO model with a report; re-running skips or resumes finished stages.
 COCO ?= data/coco
