@@ -224,8 +224,8 @@ class SelfCritical:
         weight = config.train.scst_object_reward
         if not weight:
             return self_critical
-        images = _shapes_objects(config, records)
-        return dataclasses.replace(self_critical, reward=ObjectNamingReward(self_critical.reward, images, vocab, weight))
+        reward = ObjectNamingReward(self_critical.reward, _shapes_objects(config, records), vocab, weight)
+        return dataclasses.replace(self_critical, reward=reward)
 
     @classmethod
     def from_references(cls, references: Sequence[Sequence[Sequence[int]]], vocab: Vocabulary,

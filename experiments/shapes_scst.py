@@ -70,7 +70,8 @@ def stage_args(args, stage: str) -> argparse.Namespace:
 
 def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str | None) -> dict:
     scores = stage_args(args, stage)
-    if stage == "cross_entropy":  # scored under runs/scst/scores: older caches beside runs/seeds predate the size-aware parser
+    if stage == "cross_entropy":
+        # scored under runs/scst/scores: older caches beside runs/seeds predate the size-aware parser
         scores.runs = STAGES["scst"][1]
     overrides = {"overrides": scores.set} if scores.set else {}
     return {"recipe": STAGES[stage][0], **overrides,
