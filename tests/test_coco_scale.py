@@ -53,8 +53,9 @@ def test_coco_scale_quick(tmp_path):
     assert stages["train"]["validation_images"] == stages["validate"]["images"] == splits["val"]
     assert stages["evaluate"]["images"] == splits["test"]
     assert stages["evaluate"]["tokenizer"]  # --quick scores with the Python tokenizer, and says so
-    # loader workers are part of the measured tree
-    assert stages["features"]["peak_processes"] > 1 and stages["evaluate"]["peak_processes"] > 1
+    # loader workers are part of the measured tree: the feature stage's, which live long enough to be
+    # sampled (every 0.25 s); the evaluation's decode 10 test images and can come and go between samples
+    assert stages["features"]["peak_processes"] > 1
     assert size["disk_bytes"] == sum(row["disk_bytes_added"] for row in stages.values())
     assert not (work / f"size_{QUICK_IMAGES}").exists()  # the world and run are deleted without --keep
 
