@@ -63,9 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def stage_args(args, stage: str) -> argparse.Namespace:
     """The arguments shapes_seeds' `train` and `evaluate` read, for one stage."""
     config, runs = STAGES[stage]
-    variant = stage == "scst"
-    return argparse.Namespace(config=config, runs=args.scst_runs if variant else runs, data=args.data,
-                              beam_size=args.beam_size, set=args.scst_set if variant else [])
+    return argparse.Namespace(config=config, runs=args.scst_runs if stage == "scst" else runs, data=args.data,
+                              beam_size=args.beam_size)
 
 
 def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str | None) -> dict:
@@ -73,7 +72,7 @@ def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str |
     if stage == "cross_entropy":
         # scored under runs/scst/scores: older caches beside runs/seeds predate the size-aware parser
         scores.runs = STAGES["scst"][1]
-    overrides = {"overrides": scores.set} if scores.set else {}
+    overrides = {"overrides": args.scst_set} if stage == "scst" and args.scst_set else {}
     return {"recipe": STAGES[stage][0], **overrides,
             **shapes_seeds.score_runs(scores, checkpoints, test_data, f"{stage}_")}
 
@@ -122,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
     test_data, worlds = (None, {}) if args.no_test else shapes_seeds.study_worlds(args)
     cross_entropy = {seed: shapes_seeds.train(stage_args(args, "cross_entropy"), seed) for seed in args.seeds}
     features = f"{STAGES['cross_entropy'][1]}/features"
-    scst = {seed: shapes_seeds.train(stage_args(args, "scst"), seed, init=cross_entropy[seed], features=features)
+    scst = {seed: shapes_seeds.train(stage_args(args, "scst"), seed, init=cross_entropy[seed], features=features,
+                                     overrides=args.scst_set)
             for seed in args.seeds}
     result = {
         "command": "python experiments/shapes_scst.py " + " ".join(sys.argv[1:]),

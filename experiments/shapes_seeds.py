@@ -22,6 +22,7 @@ import hashlib
 import json
 import statistics
 import subprocess
+from collections.abc import Sequence
 import sys
 from pathlib import Path
 
@@ -82,18 +83,19 @@ def ensure_world(command: list[str], out: str) -> None:
         run([sys.executable, "-m", "captioner", *command[1:]])
 
 
-def train(args, seed: int, init: Path | None = None, features: str | None = None) -> Path:
+def train(args, seed: int, init: Path | None = None, features: str | None = None,
+          overrides: Sequence[str] = ()) -> Path:
     """The seed's best checkpoint, training (or resuming) it first when it is not finished.
     `init`: the checkpoint a second stage starts from (train.py --init); `features`: the feature
-    cache folder (default: the runs folder's own). `args.set`, when there, holds more overrides
-    of the recipe (a variant)."""
+    cache folder (default: the runs folder's own); `overrides`: more `--set` overrides of the
+    recipe (a variant)."""
     from captioner.config import load_config  # noqa: PLC0415 - keep --help fast
     from captioner.reproduce import training_finished  # noqa: PLC0415
 
     run_dir = Path(args.runs) / f"seed_{seed}"
     overrides = [f"train.seed={seed}", f"output_dir={run_dir}", f"data.root={args.data}",
                  f"data.split_file={args.data}/dataset_shapes.json",
-                 f"data.feature_cache_dir={features or f'{args.runs}/features'}", *(getattr(args, "set", None) or [])]
+                 f"data.feature_cache_dir={features or f'{args.runs}/features'}", *overrides]
     config = load_config(REPO / args.config, overrides)
     if not training_finished(config, REPO / run_dir):
         last = REPO / run_dir / "checkpoint_last.pt"
