@@ -41,6 +41,9 @@ class ModelConfig:
     # (§4.1, train.hard_*), decoded with the expected context
     attention_mode: str = "soft"
     gate: str = "scalar"  # scalar | vector | none
+    # what α_t is scored against: `hidden` h_{t-1} (the paper's f_att(a_i, h_{t-1})); `hidden_and_word`
+    # also the embedding of y_{t-1}, the word just emitted, which h_{t-1} has not read yet
+    attention_query: str = "hidden"
     deep_output: bool = True
     feature_norm: bool = False  # LayerNorm on the encoder features before attention (not in the paper)
     dropout: float = 0.5

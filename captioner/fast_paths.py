@@ -128,9 +128,10 @@ def teacher_forcing_fused(
     step_keys = _RunningRows.apply(keys, running_per_step)
     step_features = _RunningRows.apply(features, running_per_step)
     hiddens, contexts, alphas, locations = [], [], [], []
-    for n, gates_in_t, keys_t, features_t in zip(running_per_step, gates_in.unbind(0), step_keys, step_features):
-        h, c, context, alpha, location = step(decoder, h[:n], c[:n], keys_t, features_t, gates_in_t[:n],
-                                              weight_context, sample)
+    for n, embedded_t, gates_in_t, keys_t, features_t in zip(running_per_step, embedded.unbind(0), gates_in.unbind(0),
+                                                             step_keys, step_features):
+        h, c, context, alpha, location = step(decoder, h[:n], c[:n], keys_t, features_t, embedded_t[:n],
+                                              gates_in_t[:n], weight_context, sample)
         hiddens.append(h)
         contexts.append(context)
         alphas.append(F.pad(alpha, (0, 0, 0, N - n)))
@@ -151,11 +152,12 @@ def teacher_forcing_fused(
     return padded.transpose(0, 1), torch.stack(alphas, dim=1), locations
 
 
-def recurrent_step(decoder: Decoder, h, c, keys, features, gates_in, weight_context, sample: bool = False):
+def recurrent_step(decoder: Decoder, h, c, keys, features, embedded, gates_in, weight_context, sample: bool = False):
     """The part of a step that depends on the previous one: (h, c) each (N, H), keys (N, P, A),
-    features (N, P, D), gates_in (N, 4H) → new (h, c), context (N, D), alpha (N, P), and the
-    sampled locations (N,) of a hard-attention pass (`sample`, see `Decoder.attend`) or None."""
-    context, alpha, location = decoder.attend(keys, features, h, sample)
+    features (N, P, D), embedded = E y_{t-1} (N, E), gates_in (N, 4H) → new (h, c), context (N, D),
+    alpha (N, P), and the sampled locations (N,) of a hard-attention pass (`sample`, see
+    `Decoder.attend`) or None."""
+    context, alpha, location = decoder.attend(keys, features, h, embedded, sample)
     gates = gates_in + F.linear(context, weight_context) + F.linear(h, decoder.lstm.weight_hh)  # (N, 4H)
     in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=1)  # nn.LSTMCell's order
     c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)

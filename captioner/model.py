@@ -86,29 +86,29 @@ class SoftAttention(nn.Module):
 
     SCORES = ("additive", "bilinear", "dot")
 
-    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int, score: str = "additive"):
+    def __init__(self, feature_dim: int, query_dim: int, attention_dim: int, score: str = "additive"):
         super().__init__()
         if score not in self.SCORES:
             raise ValueError(f"model.attention must be one of {self.SCORES}, got {score!r}")
         self.score = score
         if score == "bilinear":
-            self.key = nn.Linear(feature_dim, hidden_dim, bias=False)
+            self.key = nn.Linear(feature_dim, query_dim, bias=False)
             self.query = nn.Identity()
         else:
             self.key = nn.Linear(feature_dim, attention_dim)
-            self.query = nn.Linear(hidden_dim, attention_dim)
+            self.query = nn.Linear(query_dim, attention_dim)
         self.energy = nn.Linear(attention_dim, 1) if score == "additive" else None
         self.scale = 1.0 / math.sqrt(attention_dim) if score == "dot" else 1.0
 
     def keys(self, features: torch.Tensor) -> torch.Tensor:
-        """features (B, P, D) → keys (B, P, A) (H for bilinear)."""
+        """features (B, P, D) → keys (B, P, A) (the query's size Q for bilinear)."""
         return self.key(features)
 
     def forward(
-        self, keys: torch.Tensor, features: torch.Tensor, hidden: torch.Tensor
+        self, keys: torch.Tensor, features: torch.Tensor, query: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """keys (B, P, A), features (B, P, D), hidden (B, H) → context (B, D), alpha (B, P)."""
-        query = self.query(hidden)  # (B, A) (H for bilinear)
+        """keys (B, P, A), features (B, P, D), query (B, Q) → context (B, D), alpha (B, P)."""
+        query = self.query(query)  # (B, A) (Q for bilinear)
         if self.energy is None:
             scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1) * self.scale  # (B, P)
         elif fast_paths.enabled(keys):
@@ -129,6 +129,7 @@ class Decoder(nn.Module):
 
     GATES = ("scalar", "vector", "none")
     ATTENTION_MODES = ("soft", "hard")
+    ATTENTION_QUERIES = ("hidden", "hidden_and_word")
 
     def __init__(self, vocab_size: int, feature_dim: int, config: ModelConfig):
         super().__init__()
@@ -137,12 +138,20 @@ class Decoder(nn.Module):
         if config.attention_mode not in self.ATTENTION_MODES:
             raise ValueError(f"model.attention_mode must be one of {self.ATTENTION_MODES}, "
                              f"got {config.attention_mode!r}")
+        if config.attention_query not in self.ATTENTION_QUERIES:
+            raise ValueError(f"model.attention_query must be one of {self.ATTENTION_QUERIES}, "
+                             f"got {config.attention_query!r}")
         E, H, D = config.embed_dim, config.decoder_dim, feature_dim
         self.embedding = nn.Embedding(vocab_size, E)
         # Unlike the paper's post-ReLU VGG maps, a CNN's inner feature maps can have large,
         # uneven scales; an optional LayerNorm keeps attention and LSTM inputs well scaled.
         self.feature_norm = nn.LayerNorm(D) if config.feature_norm else nn.Identity()
-        self.attention = SoftAttention(D, H, config.attention_dim, config.attention)
+        # The paper scores the cells against h_{t-1}, which has not read y_{t-1} yet: the glance for a
+        # shape word is then chosen before the model knows which colour it has just said.
+        # `hidden_and_word` adds E y_{t-1} to the query, as attention placed after the word is read
+        # does (Lu et al., 2017; Anderson et al., 2018).
+        self.query_word = config.attention_query == "hidden_and_word"
+        self.attention = SoftAttention(D, H + E if self.query_word else H, config.attention_dim, config.attention)
         self.init_h = nn.Linear(D, H)
         self.init_c = nn.Linear(D, H)
         self.gate = {"scalar": nn.Linear(H, 1), "vector": nn.Linear(H, D), "none": None}[config.gate]
@@ -183,7 +192,7 @@ class Decoder(nn.Module):
         """`step`, also returning the sampled locations (B,) of a hard-attention pass (`sample`)."""
         embedded = self.embedding(tokens)  # (B, E)
         h, c = state
-        context, alpha, location = self.attend(keys, features, h, sample)
+        context, alpha, location = self.attend(keys, features, h, embedded, sample)
         h, c = self.lstm(torch.cat([embedded, context], dim=1), (h, c))  # input (B, E + D)
         if self.deep_output:
             logits = self.out(self.dropout(embedded + self.out_hidden(h) + self.out_context(context)))
@@ -191,16 +200,17 @@ class Decoder(nn.Module):
             logits = self.out(self.dropout(h))
         return logits, (h, c), alpha, location
 
-    def attend(self, keys, features, h, sample: bool = False):
-        """Attention and the gate β: keys (B, P, A), features (B, P, D), h (B, H) → β ⊙ z (B, D),
-        alpha (B, P), and the sampled locations s (B,) when `sample` (else None).
+    def attend(self, keys, features, h, embedded, sample: bool = False):
+        """Attention and the gate β: keys (B, P, A), features (B, P, D), h (B, H), embedded = E y_{t-1}
+        (B, E) → β ⊙ z (B, D), alpha (B, P), and the sampled locations s (B,) when `sample` (else None).
 
         `sample` is hard attention's training pass: z = a_s with s ~ Multinoulli(α). Otherwise z is
         the expected context Σ_i α_i a_i, which is soft attention and also how a hard model decodes:
         the paper trains it on the expectation for half the batches, so it is a context the model
         knows, and it keeps decoding deterministic, so beam search ranks captions and not draws.
         """
-        context, alpha = self.attention(keys, features, h)
+        query = torch.cat([h, embedded], dim=1) if self.query_word else h  # (B, H + E) or (B, H)
+        context, alpha = self.attention(keys, features, query)
         location = None
         if sample:
             location = torch.multinomial(alpha.detach().float(), 1).squeeze(1)  # (B,)

@@ -50,6 +50,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")
     parser.add_argument("--shipped", default="captioner/assets/shapes.pt", help="the shipped model, scored beside")
     parser.add_argument("--output", default="experiments/results/shapes_scst.json", help="result JSON")
+    parser.add_argument("--ce-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides of configs/shapes.yaml: a variant of the cross-entropy stage (give --ce-runs)")
+    parser.add_argument("--ce-runs", default=STAGES["cross_entropy"][1],
+                        help=f"folder of the cross-entropy runs (default {STAGES['cross_entropy'][1]}; they share its "
+                             "feature cache)")
     parser.add_argument("--scst-set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="overrides of configs/shapes_scst.yaml: a variant of the self-critical stage")
     parser.add_argument("--scst-runs", default=STAGES["scst"][1],
@@ -62,17 +67,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def stage_args(args, stage: str) -> argparse.Namespace:
     """The arguments shapes_seeds' `train` and `evaluate` read, for one stage."""
-    config, runs = STAGES[stage]
-    return argparse.Namespace(config=config, runs=args.scst_runs if stage == "scst" else runs, data=args.data,
+    config, _ = STAGES[stage]
+    return argparse.Namespace(config=config, runs=args.scst_runs if stage == "scst" else args.ce_runs, data=args.data,
                               beam_size=args.beam_size)
 
 
 def score_stage(args, stage: str, checkpoints: dict[int, Path], test_data: str | None) -> dict:
     scores = stage_args(args, stage)
-    if stage == "cross_entropy":
+    if stage == "cross_entropy" and args.ce_runs == STAGES[stage][1]:
         # scored under runs/scst/scores: older caches beside runs/seeds predate the size-aware parser
         scores.runs = STAGES["scst"][1]
-    overrides = {"overrides": args.scst_set} if stage == "scst" and args.scst_set else {}
+    changes = args.scst_set if stage == "scst" else args.ce_set
+    overrides = {"overrides": changes} if changes else {}
     return {"recipe": STAGES[stage][0], **overrides,
             **shapes_seeds.score_runs(scores, checkpoints, test_data, f"{stage}_")}
 
@@ -118,9 +124,13 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         print(markdown_table(json.loads(output.read_text())))
         return 0
+    if args.ce_set and (args.ce_runs == STAGES["cross_entropy"][1] or args.scst_runs == STAGES["scst"][1]):
+        raise SystemExit("--ce-set changes the cross-entropy stage: give it its own --ce-runs and --scst-runs")
     test_data, worlds = (None, {}) if args.no_test else shapes_seeds.study_worlds(args)
-    cross_entropy = {seed: shapes_seeds.train(stage_args(args, "cross_entropy"), seed) for seed in args.seeds}
     features = f"{STAGES['cross_entropy'][1]}/features"
+    cross_entropy = {seed: shapes_seeds.train(stage_args(args, "cross_entropy"), seed, features=features,
+                                              overrides=args.ce_set)
+                     for seed in args.seeds}
     scst = {seed: shapes_seeds.train(stage_args(args, "scst"), seed, init=cross_entropy[seed], features=features,
                                      overrides=args.scst_set)
             for seed in args.seeds}

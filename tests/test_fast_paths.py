@@ -20,6 +20,7 @@ VARIANTS = [
     ModelConfig(embed_dim=16, attention_dim=12, decoder_dim=20, dropout=0.0, deep_output=False, gate="vector",
                 attention="dot", feature_norm=True),
     ModelConfig(embed_dim=16, attention_dim=12, decoder_dim=20, dropout=0.0, gate="none", attention="bilinear"),
+    ModelConfig(embed_dim=16, attention_dim=12, decoder_dim=20, dropout=0.0, attention_query="hidden_and_word"),
 ]
 
 
@@ -43,7 +44,8 @@ def outputs_and_gradients(decoder, fused):
     return logits, alphas, grads
 
 
-@pytest.mark.parametrize("config", VARIANTS, ids=["additive", "dot-vector-gate", "bilinear-no-gate"])
+@pytest.mark.parametrize("config", VARIANTS, ids=["additive", "dot-vector-gate", "bilinear-no-gate",
+                                                 "query-with-word"])
 def test_fused_teacher_forcing_equals_stepwise(config):
     torch.manual_seed(0)
     decoder = Decoder(30, 24, config).double()
@@ -96,7 +98,7 @@ def test_compiled_step_equals_plain_step():
 
 def test_additive_scores_and_gradients_equal_the_papers_mlp_written_plainly():
     torch.manual_seed(0)
-    attention = SoftAttention(feature_dim=6, hidden_dim=5, attention_dim=4).double()
+    attention = SoftAttention(feature_dim=6, query_dim=5, attention_dim=4).double()
     features, hidden = torch.randn(3, 7, 6, dtype=torch.double), torch.randn(3, 5, dtype=torch.double)
     keys, query = attention.keys(features), attention.query(hidden)
     scores = fast_paths.additive_scores(keys, query, attention.energy)
@@ -142,7 +144,7 @@ def test_cpu_float32_attention_takes_the_kernel_and_other_dtypes_the_plain_mlp(m
         return kernel(*args)
 
     monkeypatch.setattr(fast_paths, "additive_scores", counted_kernel)
-    attention = SoftAttention(feature_dim=6, hidden_dim=5, attention_dim=4)
+    attention = SoftAttention(feature_dim=6, query_dim=5, attention_dim=4)
     features, hidden = torch.randn(3, 7, 6), torch.randn(3, 5)
     attention(attention.keys(features), features, hidden)  # what trains the bundled model
     attention.double()
@@ -160,7 +162,7 @@ def test_attention_under_bf16_autocast_stays_within_bf16_rounding_of_float32():
     own rounding (0.0078), passes the first by 2.6 times and fails the second by 3.8 times.
     """
     generator = torch.Generator().manual_seed(0)
-    attention = SoftAttention(feature_dim=64, hidden_dim=32, attention_dim=512)
+    attention = SoftAttention(feature_dim=64, query_dim=32, attention_dim=512)
     with torch.no_grad():
         attention.energy.weight.normal_(0.05, 0.05, generator=generator)
     features, hidden = torch.randn(8, 49, 64, generator=generator), torch.randn(8, 32, generator=generator)

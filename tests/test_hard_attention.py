@@ -29,9 +29,10 @@ def test_a_sampled_context_is_the_feature_vector_of_the_sampled_cell():
     features = torch.randn(4, P, D)
     features, keys, (h, c) = decoder.begin(features)
     torch.manual_seed(1)
-    context, alpha, location = decoder.attend(keys, features, h, sample=True)
+    words = decoder.embedding(torch.zeros(4, dtype=torch.long))
+    context, alpha, location = decoder.attend(keys, features, h, words, sample=True)
     torch.testing.assert_close(context, features[torch.arange(4), location])
-    expected, _, none = decoder.attend(keys, features, h)
+    expected, _, none = decoder.attend(keys, features, h, words)
     torch.testing.assert_close(expected, torch.einsum("bp,bpd->bd", alpha, features))
     assert none is None
 
@@ -41,7 +42,8 @@ def test_sampled_locations_follow_alpha():
     features = torch.randn(1, P, D).expand(40000, P, D)
     features, keys, (h, _) = decoder.begin(features)
     torch.manual_seed(2)
-    _, alpha, location = decoder.attend(keys, features, h, sample=True)
+    words = decoder.embedding(torch.zeros(len(h), dtype=torch.long))
+    _, alpha, location = decoder.attend(keys, features, h, words, sample=True)
     frequencies = torch.bincount(location, minlength=P).float() / len(location)
     # 40,000 draws: each frequency's standard error is below 0.0025
     torch.testing.assert_close(frequencies, alpha[0].detach(), atol=0.01, rtol=0)

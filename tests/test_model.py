@@ -53,9 +53,11 @@ def test_attention_weights_sum_to_one_over_cells(score):
 @pytest.mark.parametrize("gate", Decoder.GATES)
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("feature_norm", [False, True])
-def test_teacher_forcing_shapes_and_equivalence_with_stepwise_decoding(gate, deep_output, feature_norm):
+@pytest.mark.parametrize("query", Decoder.ATTENTION_QUERIES)
+def test_teacher_forcing_shapes_and_equivalence_with_stepwise_decoding(gate, deep_output, feature_norm, query):
     torch.manual_seed(0)
-    decoder = Decoder(V, D, small_config(gate=gate, deep_output=deep_output, feature_norm=feature_norm)).eval()
+    decoder = Decoder(V, D, small_config(gate=gate, deep_output=deep_output, feature_norm=feature_norm,
+                                         attention_query=query)).eval()
     features = torch.randn(B, P, D)
     captions, lengths = random_captions([5, 7, 3])
     logits, alphas, _ = decoder(features, captions, lengths)
@@ -68,6 +70,22 @@ def test_teacher_forcing_shapes_and_equivalence_with_stepwise_decoding(gate, dee
         torch.testing.assert_close(logits[real, t], step_logits[real])
         torch.testing.assert_close(alphas[real, t], alpha[real])
         assert (logits[~real, t] == 0).all()
+
+
+@pytest.mark.parametrize("query", Decoder.ATTENTION_QUERIES)
+def test_only_a_word_conditioned_query_lets_the_last_word_move_the_glance(query):
+    # the same state h_{t-1} and the same image, two different previous words y_{t-1}
+    torch.manual_seed(0)
+    decoder = Decoder(V, D, small_config(attention_query=query)).eval()
+    features, keys, state = decoder.begin(torch.randn(1, P, D).expand(2, P, D))
+    _, _, alpha = decoder.step(torch.tensor([4, 5]), state, keys, features)
+    moved = (alpha[0] - alpha[1]).abs().max().item()
+    assert moved > 1e-4 if query == "hidden_and_word" else moved == 0
+
+
+def test_an_unknown_attention_query_is_refused():
+    with pytest.raises(ValueError, match="attention_query"):
+        Decoder(V, D, small_config(attention_query="word"))
 
 
 def test_loss_ignores_padding():
