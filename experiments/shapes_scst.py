@@ -51,7 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--shipped", default="captioner/assets/shapes.pt", help="the shipped model, scored beside")
     parser.add_argument("--output", default="experiments/results/shapes_scst.json", help="result JSON")
     parser.add_argument("--ce-set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="overrides of configs/shapes.yaml: a variant of the cross-entropy stage (give --ce-runs)")
+                        help="overrides of configs/shapes.yaml: a variant of the cross-entropy stage (give it its own "
+                             "--ce-runs and --scst-runs: finished runs there are reused as they are)")
     parser.add_argument("--ce-runs", default=STAGES["cross_entropy"][1],
                         help=f"folder of the cross-entropy runs (default {STAGES['cross_entropy'][1]}; they share its "
                              "feature cache)")
@@ -124,8 +125,6 @@ def main(args: argparse.Namespace) -> int:
     if args.table:
         print(markdown_table(json.loads(output.read_text())))
         return 0
-    if args.ce_set and (args.ce_runs == STAGES["cross_entropy"][1] or args.scst_runs == STAGES["scst"][1]):
-        raise SystemExit("--ce-set changes the cross-entropy stage: give it its own --ce-runs and --scst-runs")
     test_data, worlds = (None, {}) if args.no_test else shapes_seeds.study_worlds(args)
     features = f"{STAGES['cross_entropy'][1]}/features"
     cross_entropy = {seed: shapes_seeds.train(stage_args(args, "cross_entropy"), seed, features=features,

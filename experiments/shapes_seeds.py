@@ -46,6 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--config", default="configs/shapes.yaml", help="recipe to train (default configs/shapes.yaml)")
+    parser.add_argument("--set", nargs="+", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="overrides of --config: a variant (give it its own --runs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--data", default="data/shapes", help="training world folder (default data/shapes)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the training world (default 0)")
@@ -209,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
     world = world_command(args.data, args.data_seed, args.num_images, test_only=False)
     test_world = world_command(test_data, args.test_seed, args.test_images, test_only=True)
     ensure_world(world, args.data)
-    checkpoints = {seed: train(args, seed) for seed in args.seeds}
+    checkpoints = {seed: train(args, seed, overrides=args.overrides) for seed in args.seeds}
     shipped = REPO / args.shipped
     shipped_name = "shipped_" + hashlib.sha256(shipped.read_bytes()).hexdigest()[:12]
     splits = [("val", args.data, "val")] + ([] if args.no_test else [("test", test_data, "test")])
@@ -218,6 +220,7 @@ def main(args: argparse.Namespace) -> int:
     result = {
         "command": "python experiments/shapes_seeds.py " + " ".join(sys.argv[1:]),
         "recipe": args.config,
+        **({"overrides": args.overrides} if args.overrides else {}),
         "seeds": args.seeds,
         "beam_size": args.beam_size,
         "data": {"train_and_val": " ".join(world[:-1]), "test": " ".join(test_world[:-1])},
