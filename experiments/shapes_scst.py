@@ -6,12 +6,14 @@ world drawn for this study, against issue 19's targets.
     python experiments/shapes_scst.py --table         # the Markdown table of docs/experiments.md
     python experiments/shapes_scst.py --scst-set train.scst_object_reward=2 --scst-runs runs/scst_objects2 \
         --seeds 2 --no-test --output experiments/results/shapes_scst_objects2_val.json   # a variant, validation only
+    make shapes-scst                                  # the recipe as it ships (docs/experiments.md)
 
 Steps, each skipped when its output exists (an interrupted study resumes):
-1. the cross-entropy runs of experiments/shapes_seeds.py (runs/seeds/seed_S, trained if missing);
-2. `train.py --config configs/shapes_scst.yaml --init runs/seeds/seed_S/checkpoint_best.pt` per
-   seed (runs/scst/seed_S, or `--scst-runs` with the `--scst-set` overrides of a variant),
-   sharing the cross-entropy runs' feature cache;
+1. the cross-entropy runs (runs/seeds/seed_S as experiments/shapes_seeds.py trains them, or
+   `--ce-runs` with the `--ce-set` overrides of a variant; trained if missing, reused if finished,
+   whatever their config), all with the feature cache in runs/seeds/features;
+2. `train.py --config configs/shapes_scst.yaml --init <cross-entropy run>/checkpoint_best.pt` per
+   seed (runs/scst/seed_S, or `--scst-runs` with the `--scst-set` overrides of a variant);
 3. `captioner evaluate` of both stages of every seed at beam 3, on the whole validation split and
    on the test world (`--test-seed`, default 2028: used by nothing else);
 4. the shipped model (`--shipped`) scored the same way, beside the recipe (not with --no-test);
