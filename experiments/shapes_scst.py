@@ -11,7 +11,7 @@ world drawn for this study, against issue 19's targets.
 Steps, each skipped when its output exists (an interrupted study resumes):
 1. the cross-entropy runs (runs/seeds/seed_S as experiments/shapes_seeds.py trains them, or
    `--ce-runs` with the `--ce-set` overrides of a variant; trained if missing, reused if finished,
-   whatever their config), all with the feature cache in runs/seeds/features;
+   refused when their saved config differs), all with the feature cache in runs/seeds/features;
 2. `train.py --config configs/shapes_scst.yaml --init <cross-entropy run>/checkpoint_best.pt` per
    seed (runs/scst/seed_S, or `--scst-runs` with the `--scst-set` overrides of a variant);
 3. `captioner evaluate` of both stages of every seed at beam 3, on the whole validation split and
@@ -47,6 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--data", default="data/shapes", help="training world folder (default data/shapes)")
+    parser.add_argument("--num-images", type=int, default=10000,
+                        help="images in the training world, made with seed 0 when --data is missing (default 10000)")
     parser.add_argument("--test-seed", type=int, default=2028, help="seed of this study's test world (default 2028)")
     parser.add_argument("--test-images", type=int, default=1000, help="images in the test world (default 1000)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")

@@ -99,6 +99,7 @@ def train(args, seed: int, init: Path | None = None, features: str | None = None
                  f"data.split_file={args.data}/dataset_shapes.json",
                  f"data.feature_cache_dir={features or f'{args.runs}/features'}", *overrides]
     config = load_config(REPO / args.config, overrides)
+    check_same_recipe(config, REPO / run_dir, compare_model=init is None)
     if not training_finished(config, REPO / run_dir):
         last = REPO / run_dir / "checkpoint_last.pt"
         start = (["--resume", str(last.relative_to(REPO))] if last.is_file()
@@ -107,6 +108,24 @@ def train(args, seed: int, init: Path | None = None, features: str | None = None
         run([sys.executable, "train.py", "--config", args.config, "--set", *overrides, *start],
             log=REPO / args.runs / f"train_seed_{seed}.log")
     return run_dir / "checkpoint_best.pt"
+
+
+def check_same_recipe(config, run_dir: Path, compare_model: bool) -> None:
+    """Refuse to reuse or resume `run_dir` when the config it saved differs from `config`: a folder
+    of runs belongs to one variant. The model section is not compared for a second stage, which
+    takes its model from the checkpoint it starts from."""
+    from captioner.config import load_config  # noqa: PLC0415
+
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved, wanted = load_config(saved_path).to_dict(), config.to_dict()
+    sections = ["data", "train"] + (["model"] if compare_model else [])
+    changed = [f"{section}.{key}: {saved[section][key]!r} there, {wanted[section][key]!r} asked"
+               for section in sections for key in wanted[section] if saved[section][key] != wanted[section][key]]
+    if changed:
+        raise SystemExit(f"{run_dir} holds a run of another recipe ({'; '.join(changed)}): give this variant "
+                         "its own runs folder, or delete that one")
 
 
 def evaluate(args, checkpoint: Path, name: str, data: str, split: str) -> dict:
@@ -146,9 +165,10 @@ def study_worlds(args) -> tuple[str, dict]:
     made, for the result JSON."""
     test_data = f"{args.data}_test_seed{args.test_seed}"
     test_world = world_command(test_data, args.test_seed, args.test_images, test_only=True)
-    ensure_world(world_command(args.data, 0, 10000, False), args.data)
+    world = world_command(args.data, 0, args.num_images, False)
+    ensure_world(world, args.data)
     ensure_world(test_world, test_data)
-    return test_data, {"train_and_val": " ".join(world_command(args.data, 0, 10000, False)[:-1]),
+    return test_data, {"train_and_val": " ".join(world[:-1]),
                        "test": " ".join(test_world[:-1])}
 
 
