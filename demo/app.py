@@ -60,8 +60,6 @@ DEFAULT_BEAM_SIZE = 3
 DEFAULT_MAX_LEN = 20
 DEFAULT_TOP_N = 3
 NO_IMAGE_MESSAGE = "Upload an image, or pick one of the examples, then press **Caption**."
-# Words that say how many objects a plural names, marked with it when the count is wrong.
-COUNT_WORDS = frozenset("two three four five six several".split())
 STYLE_CHOICES = [("Paper: dim what the word does not look at", "paper"), ("Heatmap", "heatmap")]
 UNFAMILIAR_NOTICE = (
     "⚠️ **This does not look like a shapes image.** The loaded model has only ever seen synthetic "
@@ -324,7 +322,7 @@ def check_caption(words: Sequence[str], image: ShapesImage) -> TruthCheck:
     mentions = list(match.mentions) + [m for m in find_mentions(words) if m.colour is None]
     for mention, problem in zip(mentions, problems):
         if problem:
-            for position in _phrase(words, mention):
+            for position in range(mention.start, mention.index + 1):
                 marks[position] = problem
     recall = sum(match.named) / len(match.named) if match.named else 1.0
     hallucination = match.wrong / match.said if match.said else 0.0
@@ -349,21 +347,6 @@ def _mention_problem(mention: Mention, missing: int, image: ShapesImage) -> str 
 def _bare_shape_problem(mention: Mention, image: ShapesImage) -> str | None:
     has_shape = any(o.shape == mention.shape for o in image.objects)
     return None if has_shape else f"there is no {mention.shape} in the image"
-
-
-def _phrase(words: Sequence[str], mention) -> range:
-    """Word positions of a mention: from its count word ("two"), size word or colour word, a few
-    words back, to its shape word."""
-    first = mention.index
-    for position in range(mention.index - 1, max(-1, mention.index - 4), -1):
-        if mention.colour is not None and words[position].lower() == mention.colour:
-            first = position
-            break
-    if mention.size is not None and first > 0 and words[first - 1].lower() == mention.size:
-        first -= 1
-    if mention.count > 1 and first > 0 and (words[first - 1].isdigit() or words[first - 1].lower() in COUNT_WORDS):
-        first -= 1
-    return range(first, mention.index + 1)
 
 
 def select_word(prediction: Prediction | None, index: int | None) -> Image.Image | None:

@@ -70,14 +70,6 @@ def attention_target(grid: np.ndarray, mention, image) -> str:
     return "another object"
 
 
-def colour_index(words: list[str], mention) -> int | None:
-    """Position of the mention's colour word (a few words before its shape word)."""
-    for position in range(mention.index - 1, max(-1, mention.index - 4), -1):
-        if words[position] == mention.colour:
-            return position
-    return None
-
-
 def analyse(decoded: dict, images: dict) -> dict:
     """The report of the module docstring from decoded captions with attention."""
     from captioner.metrics import by_object_count, match_objects  # noqa: PLC0415
@@ -99,7 +91,7 @@ def analyse(decoded: dict, images: dict) -> dict:
             if missing:
                 kinds.setdefault(str(len(image.objects)), Counter())[mention_kind(mention, missing, image)] += missing
             looks[side]["shape word"][attention_target(attention[mention.index], mention, image)] += 1
-            position = colour_index(words, mention)
+            position = mention.colour_index
             if position is not None:
                 looks[side]["colour word"][attention_target(attention[position], mention, image)] += 1
         if not match.exact and len(examples) < 12:

@@ -155,6 +155,15 @@ def test_find_mentions_reports_positions_and_missing_colours():
     ]
 
 
+def test_find_mentions_spans_each_phrase_from_its_count_or_first_attribute():
+    words = "an image with two small blue stars a large red circle and a square".split()
+    spans = [(m.start, m.colour_index, m.index) for m in find_mentions(words)]
+    # "two small blue stars" from the count; "large red circle" without its article; "square" alone
+    assert spans == [(3, 5, 6), (8, 9, 10), (13, None, 13)]
+    assert [" ".join(words[m.start:m.index + 1]) for m in find_mentions(words)] == [
+        "two small blue stars", "large red circle", "square"]
+
+
 def test_bad_splits_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="splits"):
         generate(tmp_path, 4, seed=0, splits={"train": 0.5, "dev": 0.5}, progress=False)

@@ -94,13 +94,17 @@ class ShapesImage:
 
 @dataclass(frozen=True)
 class Mention:
-    """A shape word at `index` of a word sequence, with its colour and size (if said) and count."""
+    """A shape word at `index` of a word sequence, with its colour and size (if said) and count.
+    `start` is the phrase's first word (its count word, size or colour word, or the shape word
+    itself); `colour_index` is where its colour word is (None without one)."""
 
     index: int
     shape: str
     colour: str | None
     count: int
     size: str | None = None
+    start: int | None = None
+    colour_index: int | None = None
 
     def names(self, obj: ShapeObject) -> bool:
         """Whether this mention can name `obj`: same shape, and colour and size where said."""
@@ -134,13 +138,16 @@ def find_mentions(words: Sequence[str]) -> list[Mention]:
         if word not in _SINGULAR:
             continue
         before, size = _skip_sizes(words, index - 1)
-        colour = words[before] if before >= 0 and words[before] in COLOUR_RGB else None
+        colour_index = before if before >= 0 and words[before] in COLOUR_RGB else None
+        colour = None if colour_index is None else words[colour_index]
         if colour is not None:
             before, size_before_colour = _skip_sizes(words, before - 1)
             size = size or size_before_colour
         plural = word != _SINGULAR[word]
         count = _count_at(words, before) if plural else 1
-        mentions.append(Mention(index, _SINGULAR[word], colour, count, size))
+        counted = plural and before >= 0 and (words[before].isdigit() or words[before] in _COUNT_WORDS)
+        start = before if counted else before + 1
+        mentions.append(Mention(index, _SINGULAR[word], colour, count, size, start, colour_index))
     return mentions
 
 
