@@ -65,6 +65,17 @@ def stages(args) -> list[tuple[str, list[str], Path]]:
     ]
 
 
+def check_world(data: str, num_images: int) -> None:
+    """Refuse a world folder left by another recipe: its stage would be skipped, and the model
+    trained on a world of another size."""
+    split_file = Path(data) / "dataset_shapes.json"
+    if split_file.is_file():
+        found = len(json.loads(split_file.read_text())["images"])
+        if found != num_images:
+            raise SystemExit(f"{data} holds a shapes world of {found} images, not the recipe's {num_images}: "
+                             "give --data another folder, or delete that one")
+
+
 def run_stage(name: str, command: list[str], done: Path) -> dict:
     if done.exists():
         print(f"[{name}] done already ({done}): skipped", flush=True)
@@ -84,6 +95,7 @@ def machine() -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    check_world(args.data, args.num_images)
     before = machine()  # before the recipe: its load average is other work's
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows = [run_stage(*stage) for stage in stages(args)]

@@ -1,5 +1,6 @@
-"""The experiment scripts' guard against reusing a runs folder of another recipe."""
+"""The experiment scripts' guards against reusing the runs or world of another recipe."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from captioner.config import load_config, save_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+import shapes_recipe  # noqa: E402
 import shapes_seeds  # noqa: E402
 
 
@@ -38,3 +40,11 @@ def test_a_second_stage_takes_its_model_from_its_start(tmp_path):
     save_config(_recipe("train.lr=1e-4"), tmp_path / "config.yaml")
     with pytest.raises(SystemExit, match=r"train\.lr"):
         shapes_seeds.check_same_recipe(_recipe(), tmp_path, compare_model=False)
+
+
+def test_the_recipe_refuses_a_world_of_another_size(tmp_path):
+    (tmp_path / "dataset_shapes.json").write_text(json.dumps({"dataset": "shapes", "images": [{}] * 3}))
+    shapes_recipe.check_world(str(tmp_path), 3)
+    shapes_recipe.check_world(str(tmp_path / "not_made_yet"), 3)
+    with pytest.raises(SystemExit, match="3 images, not the recipe's 4"):
+        shapes_recipe.check_world(str(tmp_path), 4)
