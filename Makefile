@@ -55,7 +55,8 @@ shapes-model: setup
 # seeds, chosen on validation, scored once on the test world (experiments/results/shapes_seeds.json;
 # docs/experiments.md).
 shapes-seeds: setup
-	$(PY) experiments/shapes_seeds.py --set model.attention_query=hidden --test-seed 2026
+	$(PY) experiments/shapes_seeds.py --data data/shapes10k --num-images 10000 \
+		--set model.attention_query=hidden train.epochs=12 --test-seed 2026
 
 # The recipe: both stages over 3 seeds, chosen on validation, scored once on a test world of seed 2029
 # (experiments/results/shapes_scst_query_word.json; docs/experiments.md). Earlier recipes, each on its

@@ -47,8 +47,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--data", default="data/shapes", help="training world folder (default data/shapes)")
-    parser.add_argument("--num-images", type=int, default=10000,
-                        help="images in the training world, made with seed 0 when --data is missing (default 10000)")
+    parser.add_argument("--num-images", type=int, default=20000,
+                        help="images in the training world, made with seed 0 when --data is missing (default 20000)")
     parser.add_argument("--test-seed", type=int, default=2028, help="seed of this study's test world (default 2028)")
     parser.add_argument("--test-images", type=int, default=1000, help="images in the test world (default 1000)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")

@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--data", default="data/shapes", help="training world folder (default data/shapes)")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the training world (default 0)")
-    parser.add_argument("--num-images", type=int, default=10000, help="images in the training world")
+    parser.add_argument("--num-images", type=int, default=20000, help="images in the training world (default 20000)")
     parser.add_argument("--test-seed", type=int, default=2026,
                         help="seed of the test world; must differ from every seed used to choose anything")
     parser.add_argument("--test-images", type=int, default=1000, help="images in the test world (default 1000)")
@@ -80,7 +80,19 @@ def world_command(out: str, seed: int, images: int, test_only: bool) -> list[str
     return ["captioner", "shapes", "--out", out, "--num-images", str(images), "--seed", str(seed), *splits, "--quiet"]
 
 
+def check_world(data: str, num_images: int) -> None:
+    """Refuse a world folder of another size: it would be reused as it is, and the models
+    trained on a world other than the one asked for."""
+    split_file = REPO / data / "dataset_shapes.json"
+    if split_file.is_file():
+        found = len(json.loads(split_file.read_text())["images"])
+        if found != num_images:
+            raise SystemExit(f"{data} holds a shapes world of {found} images, not the {num_images} asked for: "
+                             "give --data another folder, or delete that one")
+
+
 def ensure_world(command: list[str], out: str) -> None:
+    check_world(out, int(command[command.index("--num-images") + 1]))
     if not (REPO / out / "dataset_shapes.json").is_file():
         run([sys.executable, "-m", "captioner", *command[1:]])
 

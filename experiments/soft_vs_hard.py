@@ -7,7 +7,7 @@ chosen on validation, every model scored once on a test world drawn for this com
 The recipes differ in one key (configs/shapes.yaml against configs/shapes_hard.yaml:
 model.attention_mode); both score the cells against h_{t-1} alone, the paper's attention query, as
 configs/shapes.yaml did when this study was run (it is given as an override now that the recipe
-attends with the last word too). Training and scoring reuse experiments/shapes_seeds.py (a seed's run is
+attends with the last word too), on the 10,000-image world with 12 epochs, as then. Training and scoring reuse experiments/shapes_seeds.py (a seed's run is
 trained or resumed only when unfinished; scores are cached beside the runs). The test world's seed
 (--test-seed, default 2027) is used for nothing else: not by the soft recipe's own seed study
 (2026), not to choose anything. Training time is each run's summed `train_seconds`
@@ -29,7 +29,7 @@ import shapes_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 # name → (config, runs folder, overrides)
-RECIPES = {"soft": ("configs/shapes.yaml", "runs/seeds", ["model.attention_query=hidden"]),
+RECIPES = {"soft": ("configs/shapes.yaml", "runs/seeds", ["model.attention_query=hidden", "train.epochs=12"]),
            "hard": ("configs/shapes_hard.yaml", "runs/hard", [])}
 SHOWN = ("object_recall", "hallucination_rate", "pointing", "mass_over_baseline", "CIDEr", "Bleu_4", "METEOR")
 
@@ -38,7 +38,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
-    parser.add_argument("--data", default="data/shapes", help="training world folder (default data/shapes)")
+    parser.add_argument("--data", default="data/shapes10k",
+                        help="training world folder (default data/shapes10k: the 10,000-image world of the time)")
+    parser.add_argument("--num-images", type=int, default=10000, help="images in the training world (default 10000)")
     parser.add_argument("--test-seed", type=int, default=2027, help="seed of this comparison's test world")
     parser.add_argument("--test-images", type=int, default=1000, help="images in the test world (default 1000)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam for every score (default 3)")

@@ -9,7 +9,6 @@ import pytest
 from captioner.config import load_config, save_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-import shapes_recipe  # noqa: E402
 import shapes_seeds  # noqa: E402
 
 
@@ -42,9 +41,9 @@ def test_a_second_stage_takes_its_model_from_its_start(tmp_path):
         shapes_seeds.check_same_recipe(_recipe(), tmp_path, compare_model=False)
 
 
-def test_the_recipe_refuses_a_world_of_another_size(tmp_path):
+def test_a_world_of_another_size_is_refused(tmp_path):
     (tmp_path / "dataset_shapes.json").write_text(json.dumps({"dataset": "shapes", "images": [{}] * 3}))
-    shapes_recipe.check_world(str(tmp_path), 3)
-    shapes_recipe.check_world(str(tmp_path / "not_made_yet"), 3)
-    with pytest.raises(SystemExit, match="3 images, not the recipe's 4"):
-        shapes_recipe.check_world(str(tmp_path), 4)
+    shapes_seeds.check_world(str(tmp_path), 3)
+    shapes_seeds.check_world(str(tmp_path / "not_made_yet"), 3)
+    with pytest.raises(SystemExit, match="3 images, not the 4 asked for"):
+        shapes_seeds.check_world(str(tmp_path), 4)

@@ -16,7 +16,8 @@ def add_shapes_parser(commands) -> None:
                     "The same seed gives byte-identical files.",
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--num-images", type=int, default=10_000, help="number of images (default 10000)")
+    parser.add_argument("--num-images", type=int, default=20_000,
+                        help="number of images (default 20000, the bundled model's world)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--splits", default="train=0.8,val=0.1,test=0.1",
                         help="shares of each split (default train=0.8,val=0.1,test=0.1; a test-only set: test=1)")

@@ -131,7 +131,7 @@ def add_export_parser(commands) -> None:
     parser.add_argument("--scores", help="scores JSON from `captioner evaluate` to attach")
     parser.add_argument("--data-origin", metavar="TEXT",
                         help="how the training data was made or where it came from, shown with the model "
-                             "(e.g. 'captioner shapes --out data/shapes --num-images 10000 --seed 0')")
+                             "(e.g. 'captioner shapes --out data/shapes --num-images 20000 --seed 0')")
     parser.set_defaults(run=export)
 
 
