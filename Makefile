@@ -58,14 +58,13 @@ shapes-seeds: setup
 	$(PY) experiments/shapes_seeds.py --data data/shapes10k --num-images 10000 \
 		--set model.attention_query=hidden train.epochs=12 --test-seed 2026
 
-# The recipe: both stages over 3 seeds, chosen on validation, scored once on a test world of seed 2029
-# (experiments/results/shapes_scst_query_word.json; docs/experiments.md). Earlier recipes, each on its
-# own test world: the paper's attention query (add --ce-set model.attention_query=hidden) with the
-# object-naming reward (--scst-runs runs/scst_objects5, seed 2028, shapes_scst_objects5.json) and
-# without it (--scst-set train.scst_object_reward=0, seed 2028, shapes_scst.json).
+# The recipe: both stages over 3 seeds on the 20,000-image world, chosen on validation, scored once on a
+# test world of seed 2030 (experiments/results/shapes_scst_world20k.json; docs/experiments.md). Earlier
+# recipes ran on the 10,000-image world with 12 + 8 epochs, each scored on its own test world
+# (docs/experiments.md gives their commands).
 shapes-scst: setup
-	$(PY) experiments/shapes_scst.py --ce-set model.attention_query=hidden_and_word --ce-runs runs/query_word/ce \
-		--scst-runs runs/query_word/scst --test-seed 2029 --output experiments/results/shapes_scst_query_word.json
+	$(PY) experiments/shapes_scst.py --data data/shapes20k --num-images 20000 --ce-runs runs/w20k/ce \
+		--scst-runs runs/w20k/scst --test-seed 2030 --output experiments/results/shapes_scst_world20k.json
 
 # From nothing to a scored COCO model with a report; re-running skips or resumes finished stages.
 COCO ?= data/coco

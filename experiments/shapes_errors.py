@@ -36,6 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="model to analyse")
     parser.add_argument("--data", default="data/shapes", help="shapes world folder (default data/shapes)")
     parser.add_argument("--split", default="val", help="split to decode (default val: nothing is chosen on test)")
+    parser.add_argument("--max-images", type=int, help="only the first N images of the split (e.g. of train, to "
+                        "compare a model on images it was trained on with validation)")
     parser.add_argument("--beam-size", type=int, default=3, help="beam (default 3)")
     parser.add_argument("--output", help="also write the JSON here")
     return parser
@@ -125,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
 
     captioner = Captioner.load(args.checkpoint, device="cpu")
     data = DataConfig(root=args.data, split_file=f"{args.data}/dataset_shapes.json")
-    records = load_split(data, args.split)
+    records = load_split(data, args.split)[:args.max_images]
     options = DecodingOptions(beam_size=args.beam_size, max_len=captioner.config.train.max_decode_len)
     decoded = decode_records(captioner, records, options, progress=True)
     report = {

@@ -7,8 +7,9 @@ cache, cross-entropy training, self-critical training, the test world and the te
 
 A stage whose output exists is skipped (and marked so in the timings), so an interrupted recipe
 resumes; the time "from nothing" is only claimed when no stage was skipped. The test world's seed
-(2030, the recipe study's: `make shapes-scst`) is used to choose nothing: the seeds in configs/shapes.yaml and configs/shapes_scst.yaml
-were chosen on validation (experiments/shapes_scst.py).
+(2030, the recipe study's: `make shapes-scst`) is used to choose nothing: the seeds in
+configs/shapes.yaml and configs/shapes_scst.yaml were chosen on validation
+(experiments/shapes_scst.py). A world folder of another size is refused, not reused.
 """
 
 from __future__ import annotations
