@@ -7,8 +7,9 @@ chosen on validation, every model scored once on a test world drawn for this com
 The recipes differ in one key (configs/shapes.yaml against configs/shapes_hard.yaml:
 model.attention_mode); both score the cells against h_{t-1} alone, the paper's attention query, as
 configs/shapes.yaml did when this study was run (it is given as an override now that the recipe
-attends with the last word too), on the 10,000-image world with 12 epochs, as then. Training and scoring reuse experiments/shapes_seeds.py (a seed's run is
-trained or resumed only when unfinished; scores are cached beside the runs). The test world's seed
+attends with the last word too), on the 10,000-image world with 12 epochs, as then. Training
+and scoring reuse experiments/shapes_seeds.py (a seed's run is trained or resumed only when
+unfinished; scores are cached beside the runs). The test world's seed
 (--test-seed, default 2027) is used for nothing else: not by the soft recipe's own seed study
 (2026), not to choose anything. Training time is each run's summed `train_seconds`
 (metrics.jsonl), or for runs that predate that record, the same span read from the last progress

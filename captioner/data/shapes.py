@@ -102,9 +102,9 @@ class Mention:
     shape: str
     colour: str | None
     count: int
-    size: str | None = None
-    start: int | None = None
-    colour_index: int | None = None
+    size: str | None
+    start: int
+    colour_index: int | None
 
     def names(self, obj: ShapeObject) -> bool:
         """Whether this mention can name `obj`: same shape, and colour and size where said."""
